@@ -1,0 +1,30 @@
+"""python -m launch.generate --output_dir data/ --num_events 1000000 [--seed 0]"""
+
+import json
+
+from absl import app, flags
+
+from pipelines import synthetic
+
+FLAGS = flags.DEFINE_string("output_dir", None, "where events.csv, items.csv, users.csv go")
+_EVENTS = flags.DEFINE_integer("num_events", 1_000_000, "events to write")
+_ITEMS = flags.DEFINE_integer("num_items", 20_000, "catalog size")
+_DAYS = flags.DEFINE_integer("days", 14, "days of logs")
+_SEED = flags.DEFINE_integer("seed", 0, "random seed (the output is a function of it)")
+flags.mark_flag_as_required("output_dir")
+
+
+def main(argv):
+    del argv
+    cfg = synthetic.SyntheticConfig(
+        num_events=_EVENTS.value, num_items=_ITEMS.value, days=_DAYS.value, seed=_SEED.value
+    )
+    print(json.dumps(synthetic.generate(cfg, FLAGS.value)))
+
+
+def entry():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entry()

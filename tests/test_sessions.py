@@ -1,0 +1,171 @@
+"""The session rules on hand-built cases."""
+
+import pytest
+
+from pipelines import sessions as S
+from pipelines.events import Event
+from sdm_tf import features as F
+
+CFG = S.SessionConfig()
+T0 = 1_511_539_200
+
+
+def ev(item, ts, session="", offset=None, cat="c", user="u"):
+    return Event(
+        user,
+        str(item),
+        ts,
+        session,
+        "pv",
+        (cat, "", "", ""),
+        ("f", ts if offset is None else offset),
+    )
+
+
+def lengths(events, cfg=CFG):
+    return [len(s) for s in S.sessionize(events, cfg)]
+
+
+def test_gap_of_exactly_ten_minutes_splits():
+    assert lengths([ev(1, T0), ev(2, T0 + 600)]) == [1, 1]
+
+
+def test_gap_just_under_ten_minutes_merges():
+    assert lengths([ev(1, T0), ev(2, T0 + 599)]) == [2]
+
+
+def test_gaps_are_between_adjacent_events():
+    # 3 x 500 s: each gap is short, the span is 25 minutes; one session.
+    assert lengths([ev(i, T0 + 500 * i) for i in range(4)]) == [4]
+
+
+def test_session_id_change_inside_a_short_gap_splits():
+    assert lengths([ev(1, T0, "a"), ev(2, T0 + 10, "b")]) == [1, 1]
+
+
+def test_same_session_id_merges_across_a_long_gap():
+    assert lengths([ev(1, T0, "a"), ev(2, T0 + 7200, "a")]) == [2]
+
+
+def test_missing_session_id_falls_back_to_the_gap_rule():
+    assert lengths([ev(1, T0, "a"), ev(2, T0 + 10, "")]) == [2]
+    assert lengths([ev(1, T0, "a"), ev(2, T0 + 900, "")]) == [1, 1]
+
+
+def test_fifty_events_make_one_session_fifty_one_make_two():
+    assert lengths([ev(i, T0 + i) for i in range(50)]) == [50]
+    assert lengths([ev(i, T0 + i) for i in range(51)]) == [50, 1]
+    assert lengths([ev(i, T0 + i) for i in range(101)]) == [50, 50, 1]
+
+
+def test_equal_timestamps_keep_file_order():
+    events = [ev("b", T0, offset=20), ev("a", T0, offset=10), ev("c", T0 - 5, offset=30)]
+    assert [e.item for e in S.sort_events(events)] == ["c", "a", "b"]
+
+
+def test_unsorted_input_sessionizes_like_sorted_input():
+    events = [ev(i, T0 + t) for i, t in enumerate([0, 100, 5000, 5100, 5200, 9000])]
+    shuffled = [events[k] for k in (3, 0, 5, 1, 4, 2)]
+    assert S.sessionize(S.sort_events(shuffled), CFG) == S.sessionize(events, CFG)
+    assert lengths(events) == [2, 3, 1]
+
+
+def test_dedupe_collapses_exact_duplicates_only():
+    a = ev(1, T0, offset=1)
+    dup = ev(1, T0, offset=2)  # same event at another file position
+    other_time = ev(1, T0 + 1)
+    kept, dropped = S.dedupe([a, dup, other_time])
+    assert kept == [a, other_time] and dropped == 1
+
+
+def _encoder(items=("1", "2", "3", "4", "5", "6"), cats=("c", "d")):
+    vocabs = {
+        F.ITEM: {v: i + F.NUM_RESERVED for i, v in enumerate(items)},
+        "leaf_category": {v: i + F.NUM_RESERVED for i, v in enumerate(cats)},
+    }
+    return S.Encoder(vocabs, (F.ITEM, "leaf_category"))
+
+
+def test_long_term_window_boundary_is_seven_days_inclusive():
+    enc = _encoder()
+    start = T0 + 8 * S.DAY
+    history = [ev(1, start - 7 * S.DAY - 1), ev(2, start - 7 * S.DAY), ev(3, start - 1)]
+    bags = S.long_term_bags(history, len(history), start, enc, CFG)
+    # item "1" is one second too old; most recent first.
+    assert bags[F.ITEM] == [4, 3]
+    assert bags["leaf_category"] == [2]
+
+
+def test_long_term_bag_keeps_most_recent_distinct_values_up_to_size():
+    enc = _encoder()
+    cfg = S.SessionConfig(long_term_size=2)
+    start = T0 + S.DAY
+    history = [ev(1, T0), ev(2, T0 + 10), ev(1, T0 + 20), ev(3, T0 + 30)]
+    bags = S.long_term_bags(history, len(history), start, enc, cfg)
+    assert bags[F.ITEM] == [4, 2]  # "3" then "1"; "2" is past the cap
+
+
+def test_long_term_excludes_events_at_or_after_the_session_start():
+    enc = _encoder()
+    history = [ev(1, T0), ev(2, T0 + 100)]
+    assert S.long_term_bags(history, 2, T0 + 100, enc, CFG)[F.ITEM] == [2]
+
+
+def test_train_records_labels_and_next_n_by_hand():
+    enc = _encoder()
+    cfg = S.SessionConfig(next_n=2)
+    # session 1: items 1,2,3 ; session 2 (an hour later): items 4,5 ; session 3: single item 6.
+    events = [ev(1, T0), ev(2, T0 + 10), ev(3, T0 + 20), ev(4, T0 + 3600), ev(5, T0 + 3610)]
+    events.append(ev(6, T0 + 9000))
+    records, lens = S.train_records("u", events, enc, cfg, {"age": 3})
+    assert lens == [3, 2, 1]
+    assert len(records) == 2  # the single-event session gives no example
+    r1, r2 = records
+    assert r1[F.LENGTH] == 2
+    assert r1[F.short_key(F.ITEM)] == [2, 3]
+    assert r1[F.LABEL] == [3, 4]
+    assert r1[F.LABEL_NEXT_N] == [3, 4, 4, 0]
+    assert r1[F.long_key(F.ITEM)] == []
+    assert r1[F.profile_key("age")] == 3
+    assert r2[F.short_key(F.ITEM)] == [5] and r2[F.LABEL] == [6] and r2[F.LABEL_NEXT_N] == [6, 0]
+    assert r2[F.long_key(F.ITEM)] == [4, 3, 2]  # session 1, most recent first
+
+
+def test_unknown_values_map_to_oov():
+    enc = _encoder()
+    assert enc.ids([ev("zzz", T0, cat="q")], F.ITEM) == [F.OOV_ID]
+    assert enc.ids([ev("zzz", T0, cat="q")], "leaf_category") == [F.OOV_ID]
+
+
+def test_query_record_feeds_the_latest_session():
+    enc = _encoder()
+    fed = [ev(1, T0), ev(2, T0 + 10), ev(3, T0 + 5000), ev(4, T0 + 5010)]
+    rec = S.query_record("u", fed, ["5"], enc, CFG, {})
+    assert rec[F.short_key(F.ITEM)] == [4, 5]
+    assert rec[F.long_key(F.ITEM)] == [3, 2]
+    assert rec[F.TRUTH] == ["5"]
+    assert S.query_record("u", [], ["5"], enc, CFG, {}) is None
+
+
+def test_split_time_feeds_a_quarter_of_the_test_day():
+    day = T0 + 3 * S.DAY
+    events = [ev("a", day - 100)] + [ev(x, day + i) for i, x in enumerate("bcdbe")]
+    train, fed, truth = S.split_time(events, day)
+    assert [e.item for e in train] == ["a"]
+    assert [e.item for e in fed] == ["a", "b", "c"]  # ceil(0.25 * 5) = 2 of the day
+    assert truth == ["d", "b", "e"]  # distinct, in order
+    assert S.split_time([ev("a", day)], day)[1:] == ([], [])
+
+
+def test_split_loo():
+    events = [ev(x, T0 + i) for i, x in enumerate("abc")]
+    train, fed, truth = S.split_loo(events)
+    assert [e.item for e in fed] == ["a", "b"] and truth == ["c"] and train == fed
+    assert S.split_loo(events[:2])[2] == []
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        S.SessionConfig(min_session_length=1)
+    with pytest.raises(ValueError):
+        S.SessionConfig(max_session_length=1)
