@@ -1,0 +1,62 @@
+"""Shared fixtures: one small synthetic data set, preprocessed once per session."""
+
+import os
+import pathlib
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from pipelines import preprocess, synthetic  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# Tiny but structured: a few hundred users, a small catalog, two weeks.
+TINY = synthetic.SyntheticConfig(
+    num_events=30_000,
+    num_items=600,
+    num_top_categories=6,
+    leaves_per_category=4,
+    brands_per_category=5,
+    seed=7,
+)
+
+
+def shared_path(*parts: str) -> pathlib.Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is missing (../shared is only beside a checkout that has the data)")
+    return path
+
+
+IN_MEMORY = ["--direct_running_mode=in_memory"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("synthetic")
+    synthetic.generate(TINY, str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def preprocessed_dir(synthetic_dir, tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("preprocessed")
+    preprocess.run(
+        [
+            "--input",
+            str(synthetic_dir / "events.csv"),
+            "--item_table",
+            str(synthetic_dir / "items.csv"),
+            "--user_table",
+            str(synthetic_dir / "users.csv"),
+            "--output_dir",
+            str(out),
+            "--num_shards",
+            "2",
+            *IN_MEMORY,
+        ]
+    )
+    return out

@@ -1,0 +1,140 @@
+"""The whole pipeline: stats, vocabularies, real data, corrupted rows."""
+
+import json
+import random
+
+import pytest
+
+from pipelines import preprocess, synthetic
+from sdm_tf import features as F
+from tests.conftest import IN_MEMORY, TINY, shared_path
+
+REQUIRED_STATS = (
+    "input_rows",
+    "rejected_rows",
+    "rejected_by_reason",
+    "events",
+    "users",
+    "items",
+    "sessions",
+    "train_examples",
+    "eval_examples",
+    "avg_session_length",
+)
+
+
+def test_stats_and_vocabularies(preprocessed_dir):
+    stats = json.loads((preprocessed_dir / "stats.json").read_text())
+    for key in REQUIRED_STATS:
+        assert key in stats
+    assert stats["input_rows"] == TINY.num_events
+    assert stats["accepted_rows"] + stats["rejected_rows"] == stats["input_rows"]
+    assert stats["events"] <= stats["input_rows"]
+    assert stats["sessions"] >= stats["train_examples"] > 0
+    assert stats["avg_session_length"] > 1
+    counts = [
+        int(line.split("\t")[1])
+        for line in (preprocessed_dir / "vocab" / "item.tsv").read_text().splitlines()
+    ]
+    assert counts == sorted(counts, reverse=True)  # id order = descending frequency
+    assert min(counts) >= 5  # the paper's item filter
+    assert len(counts) == stats["items"]
+    spec = F.DatasetSpec.from_json((preprocessed_dir / "dataset_spec.json").read_text())
+    assert spec.vocab_sizes["item"] == stats["items"] + F.NUM_RESERVED
+    items = (preprocessed_dir / "items.tsv").read_text().splitlines()
+    assert items[0].split("\t")[:3] == ["item", "id", "count"]
+    assert items[1].split("\t")[1] == str(F.NUM_RESERVED)
+
+
+def test_table1_is_printed(preprocessed_dir):
+    table = preprocess.table1(json.loads((preprocessed_dir / "stats.json").read_text()), "x")
+    assert "# sessions" in table and "avg. session length" in table
+
+
+def test_runs_on_real_taobao_sample(tmp_path):
+    src = shared_path("data", "taobao_sample", "UserBehavior.csv")
+    stats = preprocess.run(
+        ["--input", str(src), "--output_dir", str(tmp_path), "--min_item_count", "2", *IN_MEMORY]
+    )
+    assert stats["input_rows"] == 10_000 and stats["rejected_rows"] == 0
+    assert stats["users"] > 50 and stats["train_examples"] > 100 and stats["eval_examples"] > 10
+    spec = json.loads((tmp_path / "dataset_spec.json").read_text())
+    assert spec["item_features"] == ["item", "leaf_category"]
+
+
+CORRUPTIONS = {
+    "wrong_column_count": lambda r: ",".join(r[:4]).encode(),
+    "non_numeric_timestamp": lambda r: ",".join(r[:4] + ["2017-11-25T10:00"]).encode(),
+    "absurd_timestamp": lambda r: ",".join(r[:4] + ["99999999999"]).encode(),
+    "empty_id": lambda r: ",".join([""] + r[1:]).encode(),
+    "bad_utf8": lambda r: b"\xff\xfe" + ",".join(r).encode(),
+}
+
+
+def test_corrupted_real_data_rejects_exactly_and_loses_no_valid_row(tmp_path):
+    src = shared_path("data", "taobao_sample", "UserBehavior.csv")
+    valid = src.read_bytes().splitlines()
+    rng = random.Random(0)
+    n_bad = len(valid) // 100  # 1% of the file per kind of corruption
+    lines = list(valid)
+    for corrupt in CORRUPTIONS.values():
+        for _ in range(n_bad):
+            row = rng.choice(valid).decode().split(",")
+            lines.insert(rng.randrange(len(lines) + 1), corrupt(row))
+    dirty = tmp_path / "dirty.csv"
+    dirty.write_bytes(b"\n".join(lines) + b"\n")
+    common = ["--min_item_count", "2", "--chunk_bytes", "65536", *IN_MEMORY]
+    got = preprocess.run(["--input", str(dirty), "--output_dir", str(tmp_path / "d"), *common])
+    clean = preprocess.run(["--input", str(src), "--output_dir", str(tmp_path / "c"), *common])
+    assert got["input_rows"] == len(lines)
+    assert got["rejected_by_reason"] == {k: n_bad for k in CORRUPTIONS}
+    assert got["rejected_rows"] == n_bad * len(CORRUPTIONS)
+    assert got["accepted_rows"] == len(valid)
+    # Everything downstream of validation is exactly what the clean file gives.
+    for key in ("events", "users", "items", "sessions", "train_examples", "eval_examples"):
+        assert got[key] == clean[key], key
+    dead = [
+        json.loads(line)
+        for p in (tmp_path / "d" / "dead_letter").glob("*.jsonl")
+        for line in p.read_text().splitlines()
+    ]
+    assert len(dead) == got["rejected_rows"]
+    assert {d["reason"] for d in dead} == set(CORRUPTIONS)
+
+
+def test_synthetic_generator_is_deterministic_and_streams(tmp_path):
+    cfg = synthetic.SyntheticConfig(num_events=2000, num_items=200, seed=3)
+    synthetic.generate(cfg, str(tmp_path / "a"))
+    synthetic.generate(cfg, str(tmp_path / "b"))
+    a = (tmp_path / "a" / "events.csv").read_bytes()
+    assert a == (tmp_path / "b" / "events.csv").read_bytes()
+    assert len(a.splitlines()) == 2000
+    other = synthetic.SyntheticConfig(num_events=2000, num_items=200, seed=4)
+    synthetic.generate(other, str(tmp_path / "c"))
+    assert a != (tmp_path / "c" / "events.csv").read_bytes()
+
+
+def test_synthetic_sessions_are_separated_by_more_than_the_gap(tmp_path):
+    cfg = synthetic.SyntheticConfig(num_events=5000, num_items=300, seed=1)
+    cat = synthetic.Catalog(cfg)
+    _, events = synthetic.generate_user(cfg, cat, 0, synthetic._affinity(cfg))
+    gaps = [b[1] - a[1] for a, b in zip(events, events[1:])]
+    assert all(g >= 0 for g in gaps)
+    assert any(g >= 900 for g in gaps)  # sessions exist
+    assert all(g < 600 or g >= 900 for g in gaps)  # no ambiguous gaps near the threshold
+
+
+@pytest.mark.parametrize("protocol", ["loo", "none"])
+def test_other_protocols(synthetic_dir, tmp_path, protocol):
+    stats = preprocess.run(
+        [
+            "--input", str(synthetic_dir / "events.csv"),
+            "--output_dir", str(tmp_path),
+            "--eval_protocol", protocol,
+            *IN_MEMORY,
+        ]
+    )  # fmt: skip
+    if protocol == "none":
+        assert stats["eval_examples"] == 0
+    else:
+        assert stats["eval_examples"] == stats["users"]
