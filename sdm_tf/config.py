@@ -1,0 +1,235 @@
+"""Experiment configuration: nested dataclasses, named presets, paper variants, overrides.
+
+    cfg = get_config("paper_offline", variant="PSDMMAL-N", overrides=["model.num_heads=8"])
+    save_config(cfg, model_dir)   # the resolved config travels with the run
+
+Presets fix sizes; variants (paper §4.3) switch blocks on and off:
+
+=============  ====  ==============  ====  =========  =========  ===========
+variant        LSTM  self-attention  user  long-term  side info  next-N
+=============  ====  ==============  ====  =========  =========  ===========
+SDMMA          yes   yes             no    no         yes        1
+PSDMMA         yes   yes             yes   no         yes        1
+PSDMMAL        yes   yes             yes   yes        yes        1
+PSDMMAL-N      yes   yes             yes   yes        yes        N (5)
+PSDMMAL-NoS    yes   yes             yes   yes        no         1
+=============  ====  ==============  ====  =========  =========  ===========
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+FUSIONS = ("gate", "add", "concat", "multiply")
+LOSS_POSITIONS = ("all", "last")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The SDM network.
+
+    Attributes:
+      dim: d, the width of the LSTM, attention, user vectors and the output table.
+      item_dim: embedding size of the item id (eq. 3).
+      side_dims: embedding size per side feature (leaf_category, category, brand, shop);
+        features not listed get `side_dim`.
+      side_dim: default side-feature embedding size.
+      profile_dim: embedding size per profile feature (eq. 4).
+      num_lstm_layers: stacked LSTM depth (eq. 5); residual connections between layers.
+      lstm_dropout: dropout on the LSTM outputs (0.2 in §4.4).
+      num_heads: heads of the multi-head self-attention (eq. 6-9).
+      attention_dropout: dropout on the attention weights.
+      use_lstm, use_self_attention, use_user_attention, use_long_term, use_side_info: the blocks.
+      fusion: how short- and long-term combine: "gate" (eq. 13-14), "add", "concat", "multiply".
+      tied_output: share the item input embedding as the softmax table (needs item_dim == dim).
+      num_sampled: negatives of the sampled softmax.
+      next_n: labels per position (1: next item; N: PSDMMAL-N).
+      loss_positions: "all" valid positions of the session, or the "last" one only.
+    """
+
+    dim: int = 64
+    item_dim: int = 64
+    side_dims: dict[str, int] = dataclasses.field(default_factory=dict)
+    side_dim: int = 16
+    profile_dim: int = 8
+    num_lstm_layers: int = 2
+    lstm_dropout: float = 0.2
+    num_heads: int = 4
+    attention_dropout: float = 0.0
+    use_lstm: bool = True
+    use_self_attention: bool = True
+    use_user_attention: bool = True
+    use_long_term: bool = True
+    use_side_info: bool = True
+    fusion: str = "gate"
+    tied_output: bool = False
+    num_sampled: int = 1000
+    next_n: int = 1
+    loss_positions: str = "all"
+
+    def validate(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.loss_positions not in LOSS_POSITIONS:
+            raise ValueError(f"loss_positions must be one of {LOSS_POSITIONS}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.tied_output and self.item_dim != self.dim:
+            raise ValueError("tied_output needs item_dim == dim")
+        if self.next_n < 1 or self.num_sampled < 1 or self.num_lstm_layers < 0:
+            raise ValueError("next_n, num_sampled must be >= 1 and num_lstm_layers >= 0")
+        if not (self.use_lstm or self.use_self_attention):
+            raise ValueError("the short-term block needs the LSTM or the self-attention")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation and input (paper §4.4: Adam 1e-3, clip 5, batch 256)."""
+
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    clipnorm: float = 5.0
+    epochs: int = 10
+    steps_per_epoch: int = 0  # 0: one pass over the data
+    shuffle_buffer: int = 10_000
+    bucket_boundaries: tuple[int, ...] = (4, 8, 16, 32)
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    preset: str = "paper_offline"
+    variant: str = "PSDMMAL"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ExperimentConfig:
+        model = ModelConfig(**d.get("model", {}))
+        train = dict(d.get("train", {}))
+        if "bucket_boundaries" in train:
+            train["bucket_boundaries"] = tuple(train["bucket_boundaries"])
+        return cls(
+            model=model, train=TrainConfig(**train), preset=d["preset"], variant=d["variant"]
+        )
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # §4.4 offline: d = 64, 4 heads.
+    "paper_offline": {"model": {"dim": 64, "item_dim": 64, "num_heads": 4}, "train": {}},
+    # §4.4 online: d = 128, 8 heads.
+    "paper_online": {
+        "model": {"dim": 128, "item_dim": 128, "num_heads": 8, "side_dim": 32},
+        "train": {},
+    },
+    # Tiny dimensions for tests.
+    "smoke": {
+        "model": {
+            "dim": 8,
+            "item_dim": 8,
+            "side_dim": 4,
+            "profile_dim": 4,
+            "num_heads": 2,
+            "num_lstm_layers": 1,
+            "num_sampled": 16,
+        },
+        "train": {"batch_size": 32, "epochs": 1, "shuffle_buffer": 256},
+    },
+}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "SDMMA": {"use_user_attention": False, "use_long_term": False, "next_n": 1},
+    "PSDMMA": {"use_user_attention": True, "use_long_term": False, "next_n": 1},
+    "PSDMMAL": {"use_user_attention": True, "use_long_term": True, "next_n": 1},
+    "PSDMMAL-N": {"use_user_attention": True, "use_long_term": True, "next_n": 5},
+    "PSDMMAL-NoS": {
+        "use_user_attention": True,
+        "use_long_term": True,
+        "use_side_info": False,
+        "next_n": 1,
+    },
+}
+
+
+def _coerce(value: str, typ: Any) -> Any:
+    typ = typing.get_origin(typ) or typ
+    if typ is bool or typ == "bool":
+        if value.lower() in ("1", "true", "yes"):
+            return True
+        if value.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(f"not a boolean: {value!r}")
+    if typ in (int, "int"):
+        return int(value)
+    if typ in (float, "float"):
+        return float(value)
+    if typ in (tuple, "tuple[int, ...]"):
+        return tuple(int(v) for v in value.split(":") if v)
+    if typ in (dict, "dict[str, int]"):
+        return {k: int(v) for k, v in (p.split(":") for p in value.split(";") if p)}
+    return value
+
+
+def apply_override(cfg: ExperimentConfig, override: str) -> None:
+    """'model.num_heads=8', 'train.bucket_boundaries=4:8:16', 'model.side_dims=brand:8;shop:8'."""
+    if "=" not in override:
+        raise ValueError(f"overrides look like section.field=value, got {override!r}")
+    path, value = override.split("=", 1)
+    section_name, _, field = path.strip().partition(".")
+    section = getattr(cfg, section_name, None)
+    if not dataclasses.is_dataclass(section):
+        raise ValueError(f"unknown config section {section_name!r} in {override!r}")
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if field not in fields:
+        raise ValueError(f"unknown field {field!r} of {section_name}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(type(section))
+    setattr(section, field, _coerce(value.strip(), hints[field]))
+
+
+def get_config(
+    preset: str = "paper_offline", variant: str = "PSDMMAL", overrides: Iterable[str] = ()
+) -> ExperimentConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+    p = PRESETS[preset]
+    model = ModelConfig(**{**p["model"], **VARIANTS[variant]})
+    cfg = ExperimentConfig(
+        model=model, train=TrainConfig(**p["train"]), preset=preset, variant=variant
+    )
+    for o in overrides:
+        apply_override(cfg, o)
+    cfg.model.validate()
+    return cfg
+
+
+CONFIG_FILE = "config.json"
+
+
+def save_config(cfg: ExperimentConfig, model_dir: str) -> str:
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(model_dir)
+    path = os.path.join(model_dir, CONFIG_FILE)
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(cfg.to_json())
+    return path
+
+
+def load_config(model_dir: str) -> ExperimentConfig:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILE)) as f:
+        return ExperimentConfig.from_dict(json.load(f))

@@ -1,0 +1,198 @@
+"""The SDM model: the user tower and the sampled-softmax retrieval objective.
+
+`UserTower` maps a batch of id features (the `sdm_tf.features` layout, model input keys) to one
+user vector per position: o_t, which predicts the item after position t. `SDM` adds the output
+item table V (+ bias) and the sampled softmax loss, following TFRS' `compute_loss` contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from sdm_tf import features as F
+from sdm_tf.config import ModelConfig
+from sdm_tf.layers import (
+    CausalSelfAttention,
+    FeatureEmbeddings,
+    Fusion,
+    LongTermPooling,
+    StackedLSTM,
+    UserAttention,
+)
+
+
+def feature_dims(dataset: F.DatasetSpec, cfg: ModelConfig) -> dict[str, int]:
+    dims = {F.ITEM: cfg.item_dim}
+    for f in dataset.item_features[1:]:
+        dims[f] = cfg.side_dims.get(f, cfg.side_dim)
+    for p in dataset.profile_features:
+        dims[p] = cfg.profile_dim
+    return dims
+
+
+class UserTower(tf.keras.Model):
+    """inputs (dict of int64 ids) -> o: [B, T, d], the user vector at every position.
+
+    Inputs:
+      length: [B]; short_<f>: [B, T]; long_<f>: [B, S]; profile_<p>: [B].
+    """
+
+    def __init__(self, dataset: F.DatasetSpec, cfg: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.cfg = cfg
+        self.item_features = list(dataset.item_features) if cfg.use_side_info else [F.ITEM]
+        self.profile_features = list(dataset.profile_features)
+        dims = feature_dims(dataset, cfg)
+        used = self.item_features + self.profile_features
+        self.embeddings = FeatureEmbeddings(
+            {f: dataset.vocab_sizes[f] for f in used}, {f: dims[f] for f in used}, name="embeddings"
+        )
+        if not self.profile_features:
+            # No profile: the user attention and the gate get a learned query instead.
+            self.default_user = self.add_weight(
+                name="default_user", shape=(cfg.profile_dim,), initializer="glorot_uniform"
+            )
+        self.lstm = None
+        if cfg.use_lstm and cfg.num_lstm_layers:
+            self.lstm = StackedLSTM(cfg.dim, cfg.num_lstm_layers, cfg.lstm_dropout, name="lstm")
+        else:
+            self.input_proj = tf.keras.layers.Dense(cfg.dim, name="input_proj")
+        self.self_attention = (
+            CausalSelfAttention(
+                cfg.dim, cfg.num_heads, cfg.attention_dropout, name="self_attention"
+            )
+            if cfg.use_self_attention
+            else None
+        )
+        self.user_attention = (
+            UserAttention(cfg.dim, name="user_attention") if cfg.use_user_attention else None
+        )
+        if cfg.use_long_term:
+            self.long_term = LongTermPooling(self.item_features, dims, cfg.dim, name="long_term")
+            self.fusion = Fusion(cfg.dim, cfg.fusion, name="fusion")
+
+    def user_embedding(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """e_u (eq. 4): [B, D_u]."""
+        batch = tf.shape(inputs[F.LENGTH])[0]
+        if not self.profile_features:
+            return tf.tile(self.default_user[tf.newaxis], [batch, 1])
+        ids = {p: inputs[F.profile_key(p)] for p in self.profile_features}
+        return self.embeddings.concat(self.profile_features, ids)
+
+    def call(self, inputs: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
+        length = tf.cast(inputs[F.LENGTH], tf.int32)
+        short_ids = {f: inputs[F.short_key(f)] for f in self.item_features}
+        x = self.embeddings.concat(self.item_features, short_ids)  # eq. 3: [B, T, sum d_f]
+        e_u = self.user_embedding(inputs)
+        if self.lstm is not None:
+            h = self.lstm(x, length, training=training)  # eq. 5
+        else:
+            h = self.input_proj(x)
+        if self.self_attention is not None:
+            h = self.self_attention(h, length, training=training)  # eq. 6-9
+        if self.user_attention is not None:
+            s = self.user_attention(h, e_u, length)  # eq. 10
+        else:
+            s = h  # the causal position output is the short-term vector
+        if not self.cfg.use_long_term:
+            return s
+        bags = {f: self.embeddings.embed(f, inputs[F.long_key(f)]) for f in self.item_features}
+        masks = {f: inputs[F.long_key(f)] != F.PAD_ID for f in self.item_features}
+        p = self.long_term(bags, masks, e_u)  # eq. 11-12
+        return self.fusion(s, p, e_u)  # eq. 13-14
+
+    def last(self, outputs: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
+        """The user vector after the whole sequence: outputs[b, length[b] - 1]. [B, d]."""
+        idx = tf.maximum(tf.cast(length, tf.int32) - 1, 0)
+        return tf.gather(outputs, idx, batch_dims=1)
+
+
+class SDM(tfrs.models.Model):
+    """User tower + output item table + sampled softmax with the log-uniform sampler.
+
+    Classes are the real items, `class = item_id - NUM_RESERVED`, ordered by descending
+    frequency, which is what `tf.nn.sampled_softmax_loss`'s log-uniform sampler assumes.
+    """
+
+    def __init__(self, dataset: F.DatasetSpec, cfg: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        if cfg.next_n > dataset.next_n:
+            raise ValueError(f"next_n={cfg.next_n} but the data carries {dataset.next_n} labels")
+        self.dataset = dataset
+        self.cfg = cfg
+        self.num_classes = dataset.num_items
+        self.tower = UserTower(dataset, cfg, name="user_tower")
+        if not cfg.tied_output:
+            self.output_embeddings = self.add_weight(
+                name="output_embeddings",
+                shape=(self.num_classes, cfg.dim),
+                initializer=tf.keras.initializers.TruncatedNormal(stddev=cfg.dim**-0.5),
+            )
+        self.output_bias = self.add_weight(
+            name="output_bias", shape=(self.num_classes,), initializer="zeros"
+        )
+        # None: tf.nn.sampled_softmax_loss' own log-uniform sampler. Tests inject one that
+        # returns every class, which turns the loss into the full softmax.
+        self.candidate_sampler = None
+
+    @property
+    def item_table(self) -> tf.Tensor:
+        """V: [num_items, d], row c is the item with id c + NUM_RESERVED."""
+        if self.cfg.tied_output:
+            self.tower.embeddings.embed(F.ITEM, tf.constant([0], tf.int64))  # builds the tables
+            return self.tower.embeddings.tables[F.ITEM][F.NUM_RESERVED :]
+        return self.output_embeddings
+
+    def call(self, inputs: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
+        """The user vector after the sequence: [B, d]."""
+        outputs = self.tower(inputs, training=training)
+        return self.tower.last(outputs, inputs[F.LENGTH])
+
+    def loss_mask(self, length: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
+        length = tf.cast(length, tf.int32)
+        if self.cfg.loss_positions == "last":
+            return tf.one_hot(length - 1, steps, on_value=True, off_value=False, dtype=tf.bool)
+        return tf.sequence_mask(length, steps)
+
+    def labels(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """[B, T, next_n] class ids; missing next-N labels repeat the next item."""
+        first = inputs[F.LABEL][..., tf.newaxis]
+        if self.cfg.next_n == 1:
+            labels = first
+        else:
+            nn = inputs[F.LABEL_NEXT_N][..., : self.cfg.next_n]
+            labels = tf.where(nn >= F.NUM_RESERVED, nn, first)
+        return labels - F.NUM_RESERVED
+
+    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+        outputs = self.tower(inputs, training=training)  # [B, T, d]
+        labels = self.labels(inputs)
+        mask = self.loss_mask(inputs[F.LENGTH], tf.shape(outputs)[1])
+        mask = tf.logical_and(mask, labels[..., 0] >= 0)
+        vectors = tf.boolean_mask(outputs, mask)  # [M, d]
+        classes = tf.boolean_mask(labels, mask)  # [M, next_n]
+        num_sampled = min(self.cfg.num_sampled, self.num_classes)
+        sampled_values = None
+        if self.candidate_sampler is not None:
+            sampled_values = self.candidate_sampler(classes, num_sampled)
+            num_sampled = sampled_values[0].shape[0]
+        losses = tf.nn.sampled_softmax_loss(
+            weights=self.item_table,
+            biases=self.output_bias,
+            labels=classes,
+            inputs=vectors,
+            num_sampled=num_sampled,
+            num_classes=self.num_classes,
+            num_true=self.cfg.next_n,
+            sampled_values=sampled_values,
+            remove_accidental_hits=True,
+        )
+        return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.shape(losses)[0], losses.dtype), 1.0)
+
+    def score(self, user_vectors: tf.Tensor) -> tf.Tensor:
+        """Exact scores against every item: [B, num_items]."""
+        return tf.matmul(user_vectors, self.item_table, transpose_b=True) + self.output_bias

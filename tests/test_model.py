@@ -1,0 +1,177 @@
+"""The user tower and the loss."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sdm_tf import config as C
+from sdm_tf import features as F
+from sdm_tf.model import SDM, UserTower
+
+SPEC = F.DatasetSpec(
+    item_features=("item", "leaf_category", "brand"),
+    profile_features=("age", "gender"),
+    vocab_sizes={"item": 12, "leaf_category": 5, "brand": 4, "age": 4, "gender": 3},
+    next_n=3,
+)
+
+
+def batch(b=3, t=6, s=4, seed=0):
+    rng = np.random.default_rng(seed)
+    length = np.array([t, 3, 1][:b] + [t] * max(0, b - 3), np.int64)
+    valid = np.arange(t)[None] < length[:, None]
+    out = {F.LENGTH: length}
+    for f in SPEC.item_features:
+        n = SPEC.vocab_sizes[f]
+        out[F.short_key(f)] = np.where(valid, rng.integers(2, n, (b, t)), 0)
+        bag = rng.integers(2, n, (b, s))
+        bag[1, 2:] = 0  # a short bag
+        bag[2, :] = 0  # an empty bag
+        out[F.long_key(f)] = bag
+    for p in SPEC.profile_features:
+        out[F.profile_key(p)] = rng.integers(2, SPEC.vocab_sizes[p], (b,))
+    out[F.LABEL] = np.where(valid, rng.integers(2, 12, (b, t)), 0)
+    nn = rng.integers(2, 12, (b, t, 3))
+    nn[:, -1, 1:] = 0
+    out[F.LABEL_NEXT_N] = np.where(valid[..., None], nn, 0)
+    return {k: tf.constant(v) for k, v in out.items()}
+
+
+def smoke(variant, *overrides):
+    return C.get_config("smoke", variant, overrides).model
+
+
+@pytest.mark.parametrize("variant", sorted(C.VARIANTS))
+@pytest.mark.parametrize("fusion", ["gate", "add", "concat", "multiply"])
+def test_shapes_for_every_variant(variant, fusion):
+    cfg = smoke(
+        variant,
+        f"model.fusion={fusion}",
+        "model.next_n=" + ("3" if variant.endswith("-N") else "1"),
+    )
+    model = SDM(SPEC, cfg)
+    x = batch()
+    assert model.tower(x).shape == (3, 6, cfg.dim)
+    assert model(x).shape == (3, cfg.dim)
+    assert model.score(model(x)).shape == (3, SPEC.num_items)
+    loss = model.compute_loss(x, training=True)
+    assert loss.shape == () and np.isfinite(loss.numpy())
+
+
+def test_tied_output_shares_the_item_embedding():
+    model = SDM(SPEC, smoke("PSDMMAL", "model.tied_output=true"))
+    model(batch())
+    np.testing.assert_array_equal(
+        model.item_table, model.tower.embeddings.tables["item"][F.NUM_RESERVED :]
+    )
+    assert not hasattr(model, "output_embeddings")
+
+
+def test_no_profile_uses_a_learned_query():
+    spec = F.DatasetSpec(vocab_sizes={"item": 12}, next_n=3)
+    x = {k: v for k, v in batch().items() if k.endswith("item") or k in (F.LENGTH, F.LABEL)}
+    tower = UserTower(spec, smoke("PSDMMAL"))
+    assert tower(x).shape == (3, 6, 8)
+
+
+@pytest.mark.parametrize("variant", ["SDMMA", "PSDMMAL"])
+def test_tower_is_causal(variant):
+    tower = UserTower(SPEC, smoke(variant))
+    x = batch()
+    base = tower(x, training=False).numpy()
+    changed = dict(x)
+    ids = x["short_item"].numpy().copy()
+    ids[0, 4] = 11 if ids[0, 4] != 11 else 10
+    changed["short_item"] = tf.constant(ids)
+    out = tower(changed, training=False).numpy()
+    np.testing.assert_allclose(out[0, :4], base[0, :4], atol=1e-5)
+    assert np.abs(out[0, 4] - base[0, 4]).max() > 1e-6  # the change itself is seen
+
+
+def test_tower_ignores_padding():
+    tower = UserTower(SPEC, smoke("PSDMMAL"))
+    x = batch()
+    base = tower(x, training=False).numpy()
+    changed = dict(x)
+    for f in SPEC.item_features:
+        ids = x[F.short_key(f)].numpy().copy()
+        ids[1, 3:] = 3  # sequence 1 has length 3
+        changed[F.short_key(f)] = tf.constant(ids)
+    out = tower(changed, training=False).numpy()
+    np.testing.assert_allclose(out[1, :3], base[1, :3], atol=1e-5)
+
+
+def test_last_picks_the_final_valid_position():
+    tower = UserTower(SPEC, smoke("PSDMMAL"))
+    x = batch()
+    out = tower(x)
+    last = tower.last(out, x[F.LENGTH]).numpy()
+    np.testing.assert_allclose(last[1], out[1, 2])
+    np.testing.assert_allclose(last[2], out[2, 0])
+
+
+def every_class(num_classes):
+    def sampler(true_classes, num_sampled):
+        del num_sampled
+        n = tf.shape(true_classes)
+        return (
+            tf.range(num_classes, dtype=tf.int64),
+            tf.ones(n, tf.float32),
+            tf.ones([num_classes], tf.float32),
+        )
+
+    return sampler
+
+
+@pytest.mark.parametrize("positions", ["all", "last"])
+def test_loss_equals_full_softmax_when_every_class_is_sampled(positions):
+    model = SDM(SPEC, smoke("PSDMMAL", f"model.loss_positions={positions}"))
+    model.candidate_sampler = every_class(SPEC.num_items)
+    x = batch()
+    loss = float(model.compute_loss(x))
+    o = model.tower(x).numpy()
+    logits = np.einsum("btd,cd->btc", o, model.item_table.numpy()) + model.output_bias.numpy()
+    labels = x[F.LABEL].numpy() - F.NUM_RESERVED
+    terms = []
+    for b, n in enumerate(x[F.LENGTH].numpy()):
+        for t in range(n) if positions == "all" else [n - 1]:
+            z = logits[b, t]
+            terms.append(np.log(np.exp(z - z.max()).sum()) + z.max() - z[labels[b, t]])
+    assert loss == pytest.approx(np.mean(terms), rel=1e-4)
+
+
+def test_next_n_loss_by_hand():
+    model = SDM(SPEC, smoke("PSDMMAL-N", "model.next_n=3"))
+    model.candidate_sampler = every_class(SPEC.num_items)
+    x = batch()
+    loss = float(model.compute_loss(x))
+    o = model.tower(x).numpy()
+    logits = np.einsum("btd,cd->btc", o, model.item_table.numpy()) + model.output_bias.numpy()
+    nn = x[F.LABEL_NEXT_N].numpy()
+    first = x[F.LABEL].numpy()
+    terms = []
+    for b, n in enumerate(x[F.LENGTH].numpy()):
+        for t in range(n):
+            true = [c if c >= 2 else first[b, t] for c in nn[b, t]]
+            true = np.array(true) - F.NUM_RESERVED
+            # sampled softmax with N true columns: labels 1/N each over [true..., others]
+            others = [c for c in range(SPEC.num_items) if c not in set(true)]
+            z = np.concatenate([logits[b, t, true], logits[b, t, others]])
+            lse = np.log(np.exp(z - z.max()).sum()) + z.max()
+            terms.append(np.mean(lse - logits[b, t, true]))
+    assert loss == pytest.approx(np.mean(terms), rel=1e-4)
+
+
+def test_log_uniform_loss_trains():
+    model = SDM(SPEC, smoke("PSDMMAL-N", "model.next_n=3"))
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
+    x = batch(b=3)
+    ds = tf.data.Dataset.from_tensors(x).repeat(60)
+    before = float(model.compute_loss(x))
+    model.fit(ds, verbose=0)
+    assert float(model.compute_loss(x)) < before
+
+
+def test_next_n_beyond_the_data_is_rejected():
+    with pytest.raises(ValueError, match="next_n"):
+        SDM(SPEC, smoke("PSDMMAL-N", "model.next_n=5"))
