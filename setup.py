@@ -5,6 +5,7 @@ from setuptools import find_packages, setup
 INSTALL_REQUIRES = [
     "tensorflow==2.21.0",
     "tf-keras==2.21.0",
+    "tensorboard==2.21.0",
     "tensorflow-recommenders==0.7.7",
     "apache-beam[tfrecord]==2.77.0",
     "faiss-cpu==1.15.1",
@@ -29,7 +30,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["sdm_tf", "sdm_tf.*", "pipelines", "pipelines.*", "launch", "launch.*"]),
+    packages=find_packages(
+        include=["sdm_tf", "sdm_tf.*", "pipelines", "pipelines.*", "launch", "launch.*"]
+    ),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={

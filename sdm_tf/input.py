@@ -56,12 +56,14 @@ class InputReader:
                 ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         if self.training:
             ds = ds.shuffle(len(self.files()), seed=self.seed)
-        ds = ds.interleave(
-            lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
-            cycle_length=tf.data.AUTOTUNE if self.training else 1,
-            num_parallel_calls=tf.data.AUTOTUNE if self.training else None,
-            deterministic=not self.training,
-        )
+        if self.training:
+            ds = ds.interleave(
+                lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=False,
+            )
+        else:  # file order, so predictions line up run after run
+            ds = tf.data.TFRecordDataset(ds, compression_type="GZIP")
         if self.training:
             ds = ds.shuffle(self.shuffle_buffer, seed=self.seed).repeat()
         ds = ds.map(

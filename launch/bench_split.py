@@ -1,0 +1,43 @@
+"""python -m launch.bench_split --split DIR --output_dir OUT [--preset NAME] [--epochs N]
+
+DIR is any directory written by ../shared/bench/prepare.py. Prints score.py's metrics.
+"""
+
+import json
+
+from absl import app, flags
+
+from launch import common
+from sdm_tf import bench_split
+
+SPLIT = flags.DEFINE_string("split", None, "a prepare.py output directory")
+OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "where data/, model/, predictions go")
+EXCLUDE_SEEN = flags.DEFINE_enum(
+    "exclude_seen",
+    "auto",
+    ["auto", "yes", "no"],
+    "drop items of the test user's history from the ranking (auto: yes for leave-one-out)",
+)
+SCORE_SCRIPT = flags.DEFINE_string("score_script", None, "score.py (default: ../shared/bench)")
+flags.mark_flags_as_required(["split", "output_dir"])
+
+
+def main(argv):
+    del argv
+    summary = bench_split.run(
+        SPLIT.value,
+        OUTPUT_DIR.value,
+        common.experiment_config(),
+        exclude_seen=EXCLUDE_SEEN.value,
+        score_script=SCORE_SCRIPT.value,
+    )
+    print(json.dumps(summary.get("score_py", summary["metrics"]), indent=1))
+    print(json.dumps({"seconds": summary["seconds"]}))
+
+
+def entry():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,26 @@
+"""Flags shared by the launchers (absl). Library code never reads FLAGS; launchers pass values."""
+
+from absl import flags
+
+import sdm_tf  # noqa: F401  (the Keras switch, before TensorFlow loads)
+from sdm_tf import config as C
+
+PRESET = flags.DEFINE_enum("preset", "paper_offline", sorted(C.PRESETS), "named preset")
+VARIANT = flags.DEFINE_enum("variant", "PSDMMAL-N", sorted(C.VARIANTS), "paper variant")
+OVERRIDES = flags.DEFINE_multi_string(
+    "override", [], "config override section.field=value, e.g. model.num_heads=8 (repeatable)"
+)
+EPOCHS = flags.DEFINE_integer("epochs", None, "overrides train.epochs")
+BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "overrides train.batch_size")
+STEPS = flags.DEFINE_integer("steps_per_epoch", None, "overrides train.steps_per_epoch")
+
+
+def experiment_config() -> C.ExperimentConfig:
+    overrides = list(OVERRIDES.value)
+    if EPOCHS.value is not None:
+        overrides.append(f"train.epochs={EPOCHS.value}")
+    if BATCH_SIZE.value is not None:
+        overrides.append(f"train.batch_size={BATCH_SIZE.value}")
+    if STEPS.value is not None:
+        overrides.append(f"train.steps_per_epoch={STEPS.value}")
+    return C.get_config(PRESET.value, VARIANT.value, overrides)

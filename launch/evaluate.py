@@ -1,0 +1,49 @@
+"""python -m launch.evaluate --data_dir out/ --model_dir runs/sdm [--k 20 --k 50 --k 100]
+
+Writes metrics.json and predictions.jsonl (../shared/bench/score.py's format) to --output_dir
+(default: MODEL_DIR/eval) and prints the metrics table with the popularity baseline.
+"""
+
+import json
+import os
+
+from absl import app, flags
+
+import sdm_tf  # noqa: F401
+from sdm_tf import evaluation as E
+from sdm_tf import training
+
+DATA_DIR = flags.DEFINE_string("data_dir", None, "preprocessed data with an eval/ split")
+MODEL_DIR = flags.DEFINE_string("model_dir", None, "a trained model directory")
+OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "default: MODEL_DIR/eval")
+KS = flags.DEFINE_multi_integer("k", [20, 50, 100], "cut-offs")
+EXCLUDE_SEEN = flags.DEFINE_bool("exclude_seen", False, "never return items in the fed history")
+flags.mark_flags_as_required(["data_dir", "model_dir"])
+
+
+def run(data_dir, model_dir, output_dir, ks, exclude_seen=False) -> dict:
+    model = training.restore(model_dir)
+    metrics, predictions, truth = training.evaluate(model, data_dir, ks, exclude_seen)
+    popular = E.popularity_predictions(truth, training.load_item_vocab(data_dir), max(ks))
+    baseline = E.retrieval_metrics(truth, popular, ks)
+    os.makedirs(output_dir, exist_ok=True)
+    E.write_predictions(os.path.join(output_dir, "predictions.jsonl"), predictions)
+    result = {"model": metrics, "popularity": baseline}
+    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(E.format_table({"SDM": metrics, "popularity": baseline}, ks))
+    return result
+
+
+def main(argv):
+    del argv
+    out = OUTPUT_DIR.value or os.path.join(MODEL_DIR.value, "eval")
+    run(DATA_DIR.value, MODEL_DIR.value, out, KS.value, EXCLUDE_SEEN.value)
+
+
+def entry():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entry()

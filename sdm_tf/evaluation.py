@@ -1,0 +1,101 @@
+"""Offline evaluation: exact top-K retrieval and the paper's metrics (§4.2.1) plus NDCG.
+
+The metric definitions are those of `../shared/bench/score.py`, averaged over test users:
+
+* HitRate@K: 1 if any of the top K is a ground-truth item;
+* Recall@K = |top K ∩ truth| / |truth|;  Precision@K = |top K ∩ truth| / K;
+* F1@K = 2 P R / (P + R) (0 without a hit);
+* NDCG@K with binary relevance, ideal DCG over min(K, |truth|) hits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+
+def retrieval_metrics(
+    truth: Mapping[str, Sequence[str]],
+    predictions: Mapping[str, Sequence[str]],
+    ks: Iterable[int] = (20, 50, 100),
+) -> dict[str, float]:
+    """Metrics over every user in `truth`; a user without predictions scores zero."""
+    ks = list(ks)
+    out: dict[str, float] = {"users": len(truth)}
+    sums = {(name, k): 0.0 for k in ks for name in ("HitRate", "Recall", "Precision", "F1", "NDCG")}
+    for user, gold in truth.items():
+        gold_set = set(gold)
+        ranked = list(predictions.get(user, []))
+        for k in ks:
+            top = ranked[:k]
+            n = sum(1 for i in dict.fromkeys(top) if i in gold_set)
+            r, p = n / len(gold_set), n / k
+            sums["HitRate", k] += 1.0 if n else 0.0
+            sums["Recall", k] += r
+            sums["Precision", k] += p
+            sums["F1", k] += 2 * p * r / (p + r) if n else 0.0
+            dcg = sum(1 / math.log2(rank + 2) for rank, i in enumerate(top) if i in gold_set)
+            ideal = sum(1 / math.log2(rank + 2) for rank in range(min(k, len(gold_set))))
+            sums["NDCG", k] += dcg / ideal
+    m = max(len(truth), 1)
+    for (name, k), v in sums.items():
+        out[f"{name}@{k}"] = v / m
+    return out
+
+
+def top_k(
+    user_vectors: np.ndarray,
+    item_table: np.ndarray,
+    item_bias: np.ndarray | None,
+    k: int,
+    exclude: Sequence[Iterable[int]] | None = None,
+    block: int = 4096,
+) -> np.ndarray:
+    """Exact inner-product top-K: [U, d] x [C, d] -> [U, k] class indices, best first.
+
+    `exclude[u]` lists classes never to return for user u (e.g. what the user already saw).
+    """
+    k = min(k, item_table.shape[0])
+    out = np.empty((user_vectors.shape[0], k), np.int64)
+    for start in range(0, user_vectors.shape[0], block):
+        scores = user_vectors[start : start + block] @ item_table.T
+        if item_bias is not None:
+            scores = scores + item_bias
+        if exclude is not None:
+            for row, classes in enumerate(exclude[start : start + block]):
+                idx = [c for c in classes if 0 <= c < scores.shape[1]]
+                scores[row, idx] = -np.inf
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(scores, part, 1).argsort(axis=1, kind="stable")[:, ::-1]
+        out[start : start + block] = np.take_along_axis(part, order, 1)
+    return out
+
+
+def popularity_predictions(
+    users: Iterable[str], ranked_items: Sequence[str], k: int
+) -> dict[str, list[str]]:
+    top = list(ranked_items[:k])
+    return {u: top for u in users}
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]], ks: Sequence[int]) -> str:
+    """A metrics table: one row per system, HitRate/Recall/Precision/F1/NDCG per K."""
+    names = ("HitRate", "Recall", "Precision", "F1", "NDCG")
+    cols = [f"{n}@{k}" for k in ks for n in names]
+    width = max(len(r) for r in rows) + 2
+    lines = [" " * width + " ".join(f"{c:>12}" for c in cols)]
+    for system, m in rows.items():
+        lines.append(f"{system:<{width}}" + " ".join(f"{m[c]:>12.4f}" for c in cols))
+    return "\n".join(lines)
+
+
+def write_predictions(path: str, predictions: Mapping[str, Sequence[str]]) -> None:
+    """predictions.jsonl in score.py's format: {"user_id": ..., "items": [...]} per line."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "w") as f:
+        for user, items in predictions.items():
+            f.write(json.dumps({"user_id": user, "items": list(items)}) + "\n")

@@ -1,0 +1,52 @@
+import pytest
+
+from sdm_tf import config as C
+
+
+def test_presets_follow_the_paper():
+    off = C.get_config("paper_offline", "PSDMMAL")
+    on = C.get_config("paper_online", "PSDMMAL")
+    assert (off.model.dim, off.model.num_heads) == (64, 4)
+    assert (on.model.dim, on.model.num_heads) == (128, 8)
+    assert off.train.batch_size == 256 and off.train.learning_rate == 1e-3
+    assert off.train.clipnorm == 5.0 and off.model.lstm_dropout == 0.2
+
+
+def test_variants_switch_blocks():
+    assert not C.get_config("smoke", "SDMMA").model.use_user_attention
+    assert not C.get_config("smoke", "PSDMMA").model.use_long_term
+    assert C.get_config("smoke", "PSDMMAL-N").model.next_n == 5
+    assert not C.get_config("smoke", "PSDMMAL-NoS").model.use_side_info
+
+
+def test_overrides_are_typed():
+    cfg = C.get_config(
+        "smoke",
+        "PSDMMAL",
+        [
+            "model.num_heads=4",
+            "model.tied_output=true",
+            "model.fusion=concat",
+            "train.bucket_boundaries=2:4",
+            "train.learning_rate=0.01",
+            "model.side_dims=brand:6;shop:2",
+        ],
+    )
+    assert cfg.model.num_heads == 4 and cfg.model.tied_output is True
+    assert cfg.train.bucket_boundaries == (2, 4) and cfg.train.learning_rate == 0.01
+    assert cfg.model.side_dims == {"brand": 6, "shop": 2}
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["model.nope=1", "nope.dim=1", "model.dim", "model.fusion=sum", "model.num_heads=3"],
+)
+def test_bad_overrides_fail_clearly(override):
+    with pytest.raises(ValueError):
+        C.get_config("smoke", "PSDMMAL", [override])
+
+
+def test_config_round_trips_through_the_model_dir(tmp_path):
+    cfg = C.get_config("smoke", "PSDMMAL-N", ["train.bucket_boundaries=3:6"])
+    C.save_config(cfg, str(tmp_path))
+    assert C.load_config(str(tmp_path)) == cfg
