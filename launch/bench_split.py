@@ -19,6 +19,9 @@ EXCLUDE_SEEN = flags.DEFINE_enum(
     "drop items of the test user's history from the ranking (auto: yes for leave-one-out)",
 )
 SCORE_SCRIPT = flags.DEFINE_string("score_script", None, "score.py (default: ../shared/bench)")
+PIPELINE_ARGS = flags.DEFINE_multi_string(
+    "pipeline_arg", [], "extra launch.preprocess argument, e.g. --pipeline_arg=--long_term_days=30"
+)
 flags.mark_flags_as_required(["split", "output_dir"])
 
 
@@ -30,6 +33,7 @@ def main(argv):
         common.experiment_config(),
         exclude_seen=EXCLUDE_SEEN.value,
         score_script=SCORE_SCRIPT.value,
+        preprocess_args=PIPELINE_ARGS.value,
     )
     print(json.dumps(summary.get("score_py", summary["metrics"]), indent=1))
     print(json.dumps({"seconds": summary["seconds"]}))

@@ -473,6 +473,8 @@ def dataset_spec_from_vocabs(vocabs: Mapping, cfg: S.SessionConfig) -> F.Dataset
         max_session_length=cfg.max_session_length,
         long_term_size=cfg.long_term_size,
         next_n=cfg.next_n,
+        session_gap=cfg.session_gap,
+        long_term_days=cfg.long_term_days,
     )
 
 

@@ -42,6 +42,7 @@ class ModelConfig:
       profile_dim: embedding size per profile feature (eq. 4).
       num_lstm_layers: stacked LSTM depth (eq. 5); residual connections between layers.
       lstm_dropout: dropout on the LSTM outputs (0.2 in §4.4).
+      embedding_dropout: dropout on the input embeddings (short-term and long-term).
       num_heads: heads of the multi-head self-attention (eq. 6-9).
       attention_dropout: dropout on the attention weights.
       use_lstm, use_self_attention, use_user_attention, use_long_term, use_side_info: the blocks.
@@ -59,6 +60,7 @@ class ModelConfig:
     profile_dim: int = 8
     num_lstm_layers: int = 2
     lstm_dropout: float = 0.2
+    embedding_dropout: float = 0.0
     num_heads: int = 4
     attention_dropout: float = 0.0
     use_lstm: bool = True

@@ -67,6 +67,8 @@ class DatasetSpec:
       max_session_length: longest short-term sequence.
       long_term_size: longest long-term bag per feature.
       next_n: labels per position for next-N training.
+      session_gap: seconds; the session rule the data was built with (serving reuses it).
+      long_term_days: the long-term window the data was built with.
     """
 
     item_features: tuple[str, ...] = (ITEM,)
@@ -75,6 +77,8 @@ class DatasetSpec:
     max_session_length: int = 50
     long_term_size: int = 20
     next_n: int = 5
+    session_gap: int = 600
+    long_term_days: float = 7.0
 
     def __post_init__(self):
         features = tuple(self.item_features)

@@ -56,6 +56,7 @@ class UserTower(tf.keras.Model):
             self.default_user = self.add_weight(
                 name="default_user", shape=(cfg.profile_dim,), initializer="glorot_uniform"
             )
+        self.embedding_dropout = tf.keras.layers.Dropout(cfg.embedding_dropout)
         self.lstm = None
         if cfg.use_lstm and cfg.num_lstm_layers:
             self.lstm = StackedLSTM(cfg.dim, cfg.num_lstm_layers, cfg.lstm_dropout, name="lstm")
@@ -87,6 +88,7 @@ class UserTower(tf.keras.Model):
         length = tf.cast(inputs[F.LENGTH], tf.int32)
         short_ids = {f: inputs[F.short_key(f)] for f in self.item_features}
         x = self.embeddings.concat(self.item_features, short_ids)  # eq. 3: [B, T, sum d_f]
+        x = self.embedding_dropout(x, training=training)
         e_u = self.user_embedding(inputs)
         if self.lstm is not None:
             h = self.lstm(x, length, training=training)  # eq. 5
@@ -100,7 +102,12 @@ class UserTower(tf.keras.Model):
             s = h  # the causal position output is the short-term vector
         if not self.cfg.use_long_term:
             return s
-        bags = {f: self.embeddings.embed(f, inputs[F.long_key(f)]) for f in self.item_features}
+        bags = {
+            f: self.embedding_dropout(
+                self.embeddings.embed(f, inputs[F.long_key(f)]), training=training
+            )
+            for f in self.item_features
+        }
         masks = {f: inputs[F.long_key(f)] != F.PAD_ID for f in self.item_features}
         p = self.long_term(bags, masks, e_u)  # eq. 11-12
         return self.fusion(s, p, e_u)  # eq. 13-14

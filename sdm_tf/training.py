@@ -179,8 +179,15 @@ def eval_batches(data_dir: str, spec: F.DatasetSpec, batch_size: int = 512) -> t
 def user_vectors(model: SDM, data_dir: str, batch_size: int = 512):
     """For every eval example: (user ids, [U, d] vectors, truth lists, seen classes)."""
     users, vectors, truth, seen = [], [], [], []
-    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     keys = F.FeatureSpec(model.dataset).model_input_keys()
+    # One trace for every batch shape: sequence and bag lengths vary from batch to batch.
+    signature = {
+        k: tf.TensorSpec(
+            [None] if k == F.LENGTH or k.startswith("profile_") else [None, None], tf.int64
+        )
+        for k in keys
+    }
+    predict = tf.function(lambda x: model(x, training=False), input_signature=[signature])
     for batch in eval_batches(data_dir, model.dataset, batch_size):
         vectors.append(predict({k: batch[k] for k in keys}).numpy())
         users += [u.decode() for u in batch[F.USER_ID].numpy()]

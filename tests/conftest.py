@@ -60,3 +60,24 @@ def preprocessed_dir(synthetic_dir, tmp_path_factory) -> pathlib.Path:
         ]
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(preprocessed_dir, tmp_path_factory) -> pathlib.Path:
+    from sdm_tf import config as C
+    from sdm_tf import training
+
+    out = tmp_path_factory.mktemp("model")
+    cfg = C.get_config("smoke", "PSDMMAL-N", ["train.epochs=1", "train.steps_per_epoch=20"])
+    training.train(cfg, str(preprocessed_dir), str(out), verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def export_dir(preprocessed_dir, trained_model_dir, tmp_path_factory) -> pathlib.Path:
+    from launch import export as export_launcher
+
+    base = tmp_path_factory.mktemp("exports")
+    return pathlib.Path(
+        export_launcher.run(str(preprocessed_dir), str(trained_model_dir), str(base))
+    )

@@ -1,0 +1,35 @@
+"""python -m launch.export --data_dir out/ --model_dir runs/sdm --export_dir exports/sdm
+
+Writes a new version directory under --export_dir atomically and prints its path.
+"""
+
+from absl import app, flags
+
+import sdm_tf  # noqa: F401
+from sdm_tf import config as C
+from sdm_tf import export, training
+
+DATA_DIR = flags.DEFINE_string("data_dir", None, "the preprocessed data the model was trained on")
+MODEL_DIR = flags.DEFINE_string("model_dir", None, "a trained model directory")
+EXPORT_DIR = flags.DEFINE_string("export_dir", None, "base directory of the versioned exports")
+flags.mark_flags_as_required(["data_dir", "model_dir", "export_dir"])
+
+
+def run(data_dir: str, model_dir: str, export_dir: str) -> str:
+    model = training.restore(model_dir)
+    path = export.export(model, C.load_config(model_dir), data_dir, export_dir)
+    export.Export(path)  # verify: checksums, shapes, and the SavedModel loads
+    return path
+
+
+def main(argv):
+    del argv
+    print(run(DATA_DIR.value, MODEL_DIR.value, EXPORT_DIR.value))
+
+
+def entry():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entry()

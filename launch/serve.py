@@ -1,0 +1,50 @@
+"""python -m launch.serve --export_dir exports/sdm [--index hnsw] [--host 127.0.0.1 --port 8500]
+
+Loads the export (verified) and its index once, then serves HTTP JSON (see sdm_tf.serving).
+"""
+
+import os
+
+from absl import app, flags
+
+import sdm_tf  # noqa: F401
+from sdm_tf import index as I
+from sdm_tf import serving
+from sdm_tf.export import Export
+
+EXPORT_DIR = flags.DEFINE_string("export_dir", None, "an export version (or base: the latest)")
+INDEX = flags.DEFINE_string("index", "flat", "an index kind built by launch.build_index, or flat")
+HOST = flags.DEFINE_string("host", "127.0.0.1", "listen address (localhost by default)")
+PORT = flags.DEFINE_integer("port", 8500, "listen port")
+flags.mark_flag_as_required("export_dir")
+
+
+def make_retriever(export_dir: str, index_kind: str) -> serving.Retriever:
+    exp = Export(export_dir)
+    path = os.path.join(exp.path, "index", f"{index_kind}.faiss")
+    if os.path.exists(path):
+        index, cfg = I.load(path)
+        return serving.Retriever(exp, index, cfg)
+    if index_kind != "flat":
+        raise FileNotFoundError(
+            f"{path} does not exist: run launch.build_index --kind {index_kind}"
+        )
+    return serving.Retriever(exp)
+
+
+def main(argv):
+    del argv
+    import uvicorn
+
+    retriever = make_retriever(EXPORT_DIR.value, INDEX.value)
+    uvicorn.run(
+        serving.create_app(retriever), host=HOST.value, port=PORT.value, log_level="warning"
+    )
+
+
+def entry():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,215 @@
+"""Export: a SavedModel user tower on raw string ids, the item embeddings, and a manifest.
+
+Layout of an export (written to a temporary directory, then renamed into place):
+
+  saved_model/          serving_default: raw ids (strings, "" = padding) + length -> user_vector
+  item_embeddings.npy   [num_items, d] float32, row c = the item of class c
+  item_bias.npy         [num_items] float32, the softmax bias (score = u . v_c + b_c)
+  item_ids.txt          raw item id of each row (descending training frequency)
+  items.tsv             side values of each item (from the pipeline)
+  dataset_spec.json     features, vocabulary sizes, session rules
+  config.json           the experiment config
+  manifest.json         dims, vocabulary hash, preset, creation time, sha256 of every file
+
+`load` verifies the manifest's checksums before it returns anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from sdm_tf import config as C
+from sdm_tf import features as F
+from sdm_tf.model import SDM
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def read_vocab(data_dir: str, feature: str) -> list[str]:
+    with tf.io.gfile.GFile(os.path.join(data_dir, "vocab", f"{feature}.tsv")) as f:
+        return [line.split("\t", 1)[0] for line in f.read().splitlines()]
+
+
+class ServingTower(tf.Module):
+    """Raw string ids -> user vector; vocabulary lookups inside, unknown ids -> OOV.
+
+    Each StringLookup maps "" to 0 (padding), unknown values to 1 (OOV) and the vocabulary to
+    2, 3, ...: the same ids the pipeline writes.
+    """
+
+    def __init__(self, model: SDM, vocabs: Mapping[str, list[str]]):
+        super().__init__(name="serving_tower")
+        self.model = model
+        self.spec = F.FeatureSpec(model.dataset)
+        self.lookups = {
+            name: tf.keras.layers.StringLookup(
+                vocabulary=list(vocab), mask_token=F.PAD_TOKEN, num_oov_indices=1
+            )
+            for name, vocab in vocabs.items()
+        }
+        self.serve = tf.function(self._serve, input_signature=[self.spec.serving_signature()])
+
+    def ids(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        d = self.model.dataset
+        out = {F.LENGTH: tf.cast(inputs[F.LENGTH], tf.int64)}
+        for f in d.item_features:
+            for key in (F.short_key(f), F.long_key(f)):
+                out[key] = self.lookups[f](inputs[key])
+        for p in d.profile_features:
+            out[F.profile_key(p)] = self.lookups[p](inputs[F.profile_key(p)])
+        return out
+
+    def _serve(self, inputs):
+        return {"user_vector": self.model(self.ids(inputs), training=False)}
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(root: str) -> list[str]:
+    out = []
+    for dirpath, _, names in tf.io.gfile.walk(root):
+        for n in names:
+            rel = os.path.relpath(os.path.join(dirpath, n), root)
+            if rel != MANIFEST:
+                out.append(rel)
+    return sorted(out)
+
+
+def export(model: SDM, cfg: C.ExperimentConfig, data_dir: str, export_base: str) -> str:
+    """Writes a new version under `export_base` (atomically); returns its path."""
+    spec = model.dataset
+    vocabs = {f: read_vocab(data_dir, f) for f in (*spec.item_features, *spec.profile_features)}
+    for f, vocab in vocabs.items():
+        if len(vocab) + F.NUM_RESERVED != spec.vocab_sizes[f]:
+            raise ValueError(
+                f"vocabulary {f} has {len(vocab)} values, the model expects "
+                f"{spec.vocab_sizes[f] - F.NUM_RESERVED}"
+            )
+    version = str(int(time.time() * 1000))
+    final = os.path.join(export_base, version)
+    tmp = os.path.join(export_base, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
+    tf.io.gfile.makedirs(tmp)
+    try:
+        tower = ServingTower(model, vocabs)
+        tf.saved_model.save(
+            tower,
+            os.path.join(tmp, "saved_model"),
+            signatures={"serving_default": tower.serve.get_concrete_function()},
+        )
+        np.save(
+            os.path.join(tmp, "item_embeddings.npy"), model.item_table.numpy().astype(np.float32)
+        )
+        np.save(os.path.join(tmp, "item_bias.npy"), model.output_bias.numpy().astype(np.float32))
+        with tf.io.gfile.GFile(os.path.join(tmp, "item_ids.txt"), "w") as f:
+            f.write("".join(i + "\n" for i in vocabs[F.ITEM]))
+        tf.io.gfile.copy(os.path.join(data_dir, "items.tsv"), os.path.join(tmp, "items.tsv"))
+        with tf.io.gfile.GFile(os.path.join(tmp, "dataset_spec.json"), "w") as f:
+            f.write(spec.to_json())
+        with tf.io.gfile.GFile(os.path.join(tmp, "config.json"), "w") as f:
+            f.write(cfg.to_json())
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "version": version,
+            "created": datetime.datetime.now(datetime.UTC).isoformat(),
+            "dim": int(model.cfg.dim),
+            "num_items": int(model.num_classes),
+            "preset": cfg.preset,
+            "variant": cfg.variant,
+            "vocab_sha256": _sha256(os.path.join(tmp, "item_ids.txt")),
+            "files": {rel: _sha256(os.path.join(tmp, rel)) for rel in _files(tmp)},
+        }
+        with tf.io.gfile.GFile(os.path.join(tmp, MANIFEST), "w") as f:
+            f.write(json.dumps(manifest, indent=1, sort_keys=True))
+        tf.io.gfile.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def latest(export_base: str) -> str:
+    """The newest complete version under `export_base` (temporary directories are skipped)."""
+    versions = [v.rstrip("/") for v in tf.io.gfile.listdir(export_base)]
+    versions = sorted((v for v in versions if v.isdigit()), key=int)
+    if not versions:
+        raise FileNotFoundError(f"no export under {export_base}")
+    return os.path.join(export_base, versions[-1])
+
+
+class Export:
+    """A verified, loaded export."""
+
+    def __init__(self, path: str, verify: bool = True):
+        if not tf.io.gfile.exists(os.path.join(path, MANIFEST)) and tf.io.gfile.isdir(path):
+            path = latest(path)
+        self.path = path
+        with tf.io.gfile.GFile(os.path.join(path, MANIFEST)) as f:
+            self.manifest = json.load(f)
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported export format {self.manifest.get('format_version')}")
+        if verify:
+            for rel, digest in self.manifest["files"].items():
+                full = os.path.join(path, rel)
+                if not tf.io.gfile.exists(full):
+                    raise ValueError(f"export {path} is missing {rel}")
+                if _sha256(full) != digest:
+                    raise ValueError(f"export {path}: checksum mismatch for {rel}")
+        with tf.io.gfile.GFile(os.path.join(path, "dataset_spec.json")) as f:
+            self.dataset = F.DatasetSpec.from_json(f.read())
+        self.item_embeddings = np.load(os.path.join(path, "item_embeddings.npy"))
+        self.item_bias = np.load(os.path.join(path, "item_bias.npy"))
+        with tf.io.gfile.GFile(os.path.join(path, "item_ids.txt")) as f:
+            self.item_ids = f.read().splitlines()
+        if self.item_embeddings.shape != (self.manifest["num_items"], self.manifest["dim"]):
+            raise ValueError("item_embeddings.npy does not match the manifest")
+        if len(self.item_ids) != self.manifest["num_items"]:
+            raise ValueError("item_ids.txt does not match the manifest")
+        self.item_sides = self._read_sides(os.path.join(path, "items.tsv"))
+        self.saved_model = tf.saved_model.load(os.path.join(path, "saved_model"))
+        self.signature = self.saved_model.signatures["serving_default"]
+
+    @staticmethod
+    def _read_sides(path: str) -> dict[str, dict[str, str]]:
+        with tf.io.gfile.GFile(path) as f:
+            lines = f.read().splitlines()
+        header = lines[0].split("\t")
+        out = {}
+        for line in lines[1:]:
+            row = dict(zip(header, line.split("\t")))
+            out[row["item"]] = {k: v for k, v in row.items() if k not in ("item", "id", "count")}
+        return out
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    def user_vectors(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Raw-id inputs (the serving signature's keys) -> [B, d]."""
+        tensors = {k: tf.constant(v) for k, v in inputs.items()}
+        return self.signature(**tensors)["user_vector"].numpy()
+
+    def augmented_items(self) -> np.ndarray:
+        """[C, d + 1]: [v_c, b_c], so that [u, 1] . [v_c, b_c] is the model's score."""
+        return np.hstack([self.item_embeddings, self.item_bias[:, None]]).astype(np.float32)
+
+
+def augment_queries(user_vectors: np.ndarray) -> np.ndarray:
+    ones = np.ones((user_vectors.shape[0], 1), np.float32)
+    return np.hstack([user_vectors.astype(np.float32), ones])

@@ -1,0 +1,126 @@
+"""FAISS item indexes over the exported item table: exact and approximate inner product.
+
+Items are indexed as [v_c, b_c] and queried with [u, 1], so the inner product is exactly the
+model's score u . v_c + b_c (the softmax bias included).
+
+Kinds:
+  flat    IndexFlatIP: exact (brute force).
+  ivfpq   IndexIVFPQ (inner product): `nlist` coarse cells, `m` sub-quantizers of `nbits` bits,
+          `nprobe` cells searched.
+  hnsw    IndexHNSWFlat (inner product): `hnsw_m` links, `ef_construction`, `ef_search`.
+
+A GPU is used for flat and ivfpq when faiss-gpu finds one (HNSW is CPU-only in FAISS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import faiss
+import numpy as np
+
+KINDS = ("flat", "ivfpq", "hnsw")
+
+
+@dataclasses.dataclass
+class IndexConfig:
+    kind: str = "hnsw"
+    nlist: int = 1024
+    m: int = 16
+    nbits: int = 8
+    nprobe: int = 32
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+    use_gpu: bool = True
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"index kind must be one of {KINDS}, got {self.kind!r}")
+
+
+def num_gpus() -> int:
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def build(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
+    """vectors: [N, D] float32 (augmented items) -> a trained, filled index."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, d = x.shape
+    if cfg.kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif cfg.kind == "ivfpq":
+        # PQ needs m | d: pad with zero dimensions, which leave inner products unchanged.
+        d_pad = -(-d // cfg.m) * cfg.m
+        nlist = max(1, min(cfg.nlist, n // 39))  # FAISS wants >= 39 training points per cell
+        ivf = faiss.IndexIVFPQ(
+            faiss.IndexFlatIP(d_pad), d_pad, nlist, cfg.m, cfg.nbits, faiss.METRIC_INNER_PRODUCT
+        )
+        ivf.nprobe = min(cfg.nprobe, nlist)
+        index = ivf
+        if d_pad != d:
+            remap = faiss.RemapDimensionsTransform(d, d_pad, True)
+            index = faiss.IndexPreTransform(remap, ivf)
+            index.referenced_objects = [remap, ivf]  # keep the parts alive with the wrapper
+    else:
+        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.ef_construction
+        index.hnsw.efSearch = cfg.ef_search
+    if cfg.use_gpu and cfg.kind != "hnsw" and num_gpus() > 0:
+        index = faiss.index_cpu_to_all_gpus(index)
+    if not index.is_trained:
+        index.train(x)
+    index.add(x)
+    return index
+
+
+def set_search_params(index: faiss.Index, cfg: IndexConfig) -> None:
+    if cfg.kind == "hnsw":
+        faiss.downcast_index(index).hnsw.efSearch = cfg.ef_search
+    elif cfg.kind == "ivfpq":
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = min(cfg.nprobe, ivf.nlist)
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """queries: [B, D] -> (scores [B, k], ids [B, k]); ids are item classes, best first."""
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    """Mean |approx top-K ∩ exact top-K| / K."""
+    k = exact_ids.shape[1]
+    hits = [len(set(a[a >= 0]) & set(e)) for a, e in zip(approx_ids, exact_ids)]
+    return float(np.mean(hits) / k)
+
+
+def save(index: faiss.Index, cfg: IndexConfig, path: str, report: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    cpu = faiss.index_gpu_to_cpu(index) if num_gpus() > 0 and cfg.kind != "hnsw" else index
+    faiss.write_index(cpu, path)
+    with open(path + ".json", "w") as f:
+        json.dump({"config": dataclasses.asdict(cfg), **report}, f, indent=1)
+
+
+def load(path: str) -> tuple[faiss.Index, IndexConfig]:
+    with open(path + ".json") as f:
+        cfg = IndexConfig(**json.load(f)["config"])
+    index = faiss.read_index(path)
+    set_search_params(index, cfg)
+    return index, cfg
+
+
+def evaluate(index, exact, queries: np.ndarray, k: int) -> dict:
+    """Recall@k of `index` against the exact index, and its search time per query."""
+    _, truth = search(exact, queries, k)
+    start = time.perf_counter()
+    _, got = search(index, queries, k)
+    seconds = time.perf_counter() - start
+    return {
+        f"recall@{k}": recall_at_k(got, truth),
+        "queries": int(queries.shape[0]),
+        "ms_per_query_batched": 1000 * seconds / max(1, queries.shape[0]),
+    }

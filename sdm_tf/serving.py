@@ -1,0 +1,246 @@
+"""Online retrieval: request -> user tower (SavedModel) -> FAISS top-N.
+
+`Retriever` holds the loaded export and index and does the work; `create_app` wraps it in a
+FastAPI application:
+
+  GET  /health               liveness + what is loaded
+  POST /v1/retrieve          one request  -> {"items": [...], "scores": [...], "fallback": bool}
+  POST /v1/retrieve/batch    {"requests": [...]} -> {"results": [...]} (one tower call, one search)
+
+A request carries the user's recent events (item, optional timestamp / session id / side values),
+and optionally a profile and explicit long-term bags. With timestamps, the events are split by the
+same session rules as the pipeline (the latest session is the short-term sequence, the
+`long_term_days` before it feed the long-term bags); without, the last `max_session_length`
+events are the session. Side values missing from an event come from the export's item table;
+unknown ids become OOV inside the SavedModel. A request without events gets the most popular
+items (`fallback: true`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipelines import sessions as S
+from pipelines.events import SIDE_FIELDS
+from pipelines.events import Event as LogEvent
+from sdm_tf import features as F
+from sdm_tf import index as I
+from sdm_tf.export import Export, augment_queries
+
+MAX_EVENTS = 1000
+MAX_K = 1000
+MAX_BATCH = 256
+MAX_BODY_BYTES = 1 << 20
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item: str = Field(min_length=1, max_length=256)
+    timestamp: int | None = None
+    session_id: str | None = Field(default=None, max_length=256)
+    leaf_category: str | None = Field(default=None, max_length=256)
+    category: str | None = Field(default=None, max_length=256)
+    brand: str | None = Field(default=None, max_length=256)
+    shop: str | None = Field(default=None, max_length=256)
+
+
+class RetrieveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str | None = Field(default=None, max_length=256)
+    events: list[EventIn] = Field(default_factory=list, max_length=MAX_EVENTS)
+    profile: dict[str, str] = Field(default_factory=dict, max_length=64)
+    long_term: dict[str, list[str]] = Field(default_factory=dict, max_length=8)
+    k: int = Field(default=100, ge=1, le=MAX_K)
+    exclude_seen: bool = False
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    requests: list[RetrieveRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class Retriever:
+    """Export + index -> top-N for raw requests."""
+
+    def __init__(self, export: Export, index=None, index_cfg: I.IndexConfig | None = None):
+        self.export = export
+        self.spec = export.dataset
+        self.session_cfg = S.SessionConfig(
+            session_gap=self.spec.session_gap,
+            max_session_length=max(2, self.spec.max_session_length),
+            long_term_days=self.spec.long_term_days,
+            long_term_size=self.spec.long_term_size,
+        )
+        if index is None:
+            index_cfg = I.IndexConfig(kind="flat", use_gpu=False)
+            index = I.build(export.augmented_items(), index_cfg)
+        self.index = index
+        self.index_cfg = index_cfg
+        self.popular = list(range(len(export.item_ids)))
+        self._lock = threading.Lock()  # FAISS HNSW search is thread-safe; the lock guards GPU
+
+    # -- query construction -----------------------------------------------------------------
+    def _sides(self, e: EventIn) -> tuple[str, ...]:
+        known = self.export.item_sides.get(e.item, {})
+        return tuple((getattr(e, f) or known.get(f, "") or "") for f in SIDE_FIELDS)
+
+    def _value(self, e: LogEvent, feature: str) -> str:
+        return e.item if feature == F.ITEM else e.sides[SIDE_FIELDS.index(feature)]
+
+    def query(self, req: RetrieveRequest) -> dict | None:
+        """The raw short-term sequence, long-term bags and profile of one request."""
+        if not req.events:
+            return None
+        events = [
+            LogEvent("", e.item, e.timestamp or 0, e.session_id or "", "", self._sides(e), ("", i))
+            for i, e in enumerate(req.events)
+        ]
+        features = self.spec.item_features
+        bags: dict[str, list[str]] = {f: [] for f in features}
+        if all(e.timestamp is not None for e in req.events):
+            events = S.sort_events(events)
+            last = S.sessionize(events, self.session_cfg)[-1]
+            start = last[0].timestamp
+            lo = start - self.session_cfg.long_term_days * S.DAY
+            for e in reversed(events[: len(events) - len(last)]):
+                if e.timestamp < lo:
+                    break
+                if e.timestamp >= start:
+                    continue
+                for f in features:
+                    v = self._value(e, f)
+                    if v and v not in bags[f] and len(bags[f]) < self.spec.long_term_size:
+                        bags[f].append(v)
+        else:
+            last = events[-self.spec.max_session_length :]
+        for f, values in req.long_term.items():
+            if f not in bags:
+                raise ValueError(f"unknown long-term feature {f!r}; known: {list(features)}")
+            for v in values:
+                if v and v not in bags[f] and len(bags[f]) < self.spec.long_term_size:
+                    bags[f].append(v)
+        unknown = set(req.profile) - set(self.spec.profile_features)
+        if unknown:
+            raise ValueError(f"unknown profile features {sorted(unknown)}")
+        return {
+            "short": {f: [self._value(e, f) for e in last] for f in features},
+            "long": bags,
+            "profile": {p: req.profile.get(p, F.OOV_TOKEN) for p in self.spec.profile_features},
+        }
+
+    def inputs(self, queries: Sequence[dict]) -> dict[str, np.ndarray]:
+        """Pads raw queries into the serving signature's arrays ("" = padding)."""
+        features = self.spec.item_features
+        t = max(len(q["short"][F.ITEM]) for q in queries)
+        s = max(1, max(len(q["long"][f]) for q in queries for f in features))
+        out = {F.LENGTH: np.array([len(q["short"][F.ITEM]) for q in queries], np.int64)}
+        for f in features:
+            short = np.full((len(queries), t), "", dtype=object)
+            long = np.full((len(queries), s), "", dtype=object)
+            for b, q in enumerate(queries):
+                short[b, : len(q["short"][f])] = q["short"][f]
+                long[b, : len(q["long"][f])] = q["long"][f]
+            out[F.short_key(f)] = short.astype(bytes)
+            out[F.long_key(f)] = long.astype(bytes)
+        for p in self.spec.profile_features:
+            out[F.profile_key(p)] = np.array([q["profile"][p] for q in queries], dtype=bytes)
+        return out
+
+    # -- retrieval --------------------------------------------------------------------------
+    def retrieve(self, requests: Sequence[RetrieveRequest]) -> list[dict]:
+        queries = [self.query(r) for r in requests]
+        live = [i for i, q in enumerate(queries) if q is not None]
+        results: list[dict] = [{} for _ in requests]
+        if live:
+            vectors = self.export.user_vectors(self.inputs([queries[i] for i in live]))
+            k_max = max(
+                requests[i].k + (len(requests[i].events) if requests[i].exclude_seen else 0)
+                for i in live
+            )
+            k_max = min(k_max, len(self.export.item_ids))
+            with self._lock:
+                scores, ids = I.search(self.index, augment_queries(vectors), k_max)
+            for row, i in enumerate(live):
+                req = requests[i]
+                seen = {e.item for e in req.events} if req.exclude_seen else set()
+                items, sc = [], []
+                for c, score in zip(ids[row], scores[row]):
+                    if c < 0:
+                        continue
+                    item = self.export.item_ids[c]
+                    if item in seen:
+                        continue
+                    items.append(item)
+                    sc.append(float(score))
+                    if len(items) == req.k:
+                        break
+                results[i] = {"items": items, "scores": sc, "fallback": False}
+        for i, q in enumerate(queries):
+            if q is None:
+                top = self.popular[: requests[i].k]
+                results[i] = {
+                    "items": [self.export.item_ids[c] for c in top],
+                    "scores": [None] * len(top),
+                    "fallback": True,
+                }
+        return results
+
+
+def create_app(retriever: Retriever, max_body_bytes: int = MAX_BODY_BYTES):
+    """A FastAPI app around `retriever`. Every bad request gets a 4xx with a message."""
+    app = FastAPI(title="sdm retrieval", version="1")
+
+    async def parse(request: Request, model):
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_body_bytes:
+            return None, JSONResponse({"error": f"body over {max_body_bytes} bytes"}, 413)
+        body = await request.body()
+        if len(body) > max_body_bytes:
+            return None, JSONResponse({"error": f"body over {max_body_bytes} bytes"}, 413)
+        try:
+            return model.model_validate_json(body), None
+        except ValidationError as e:
+            errors = e.errors(include_url=False, include_context=False, include_input=False)
+            status = 400 if any(err["type"] == "json_invalid" for err in errors) else 422
+            return None, JSONResponse({"error": "invalid request", "details": errors}, status)
+
+    async def run(requests):
+        try:
+            return await run_in_threadpool(retriever.retrieve, requests), None
+        except ValueError as e:  # unknown feature names and the like: the caller's mistake
+            return None, JSONResponse({"error": str(e)}, 422)
+
+    @app.get("/health")
+    def health():
+        return {
+            "status": "ok",
+            "export": retriever.export.manifest["version"],
+            "items": len(retriever.export.item_ids),
+            "dim": retriever.export.dim,
+            "index": retriever.index_cfg.kind if retriever.index_cfg else "flat",
+        }
+
+    @app.post("/v1/retrieve")
+    async def retrieve(request: Request):
+        req, err = await parse(request, RetrieveRequest)
+        if err:
+            return err
+        out, err = await run([req])
+        return err or out[0]
+
+    @app.post("/v1/retrieve/batch")
+    async def retrieve_batch(request: Request):
+        req, err = await parse(request, BatchRequest)
+        if err:
+            return err
+        out, err = await run(req.requests)
+        return err or {"results": out}
+
+    return app

@@ -1,0 +1,88 @@
+"""The exported user tower matches the in-process model; exports are atomic and verified."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from sdm_tf import export as X
+from sdm_tf import features as F
+from sdm_tf import training
+
+
+def raw_inputs(batch, spec, vocabs):
+    """Eval-example ids -> the raw strings a client would send ("" padding, unknown OOV)."""
+
+    def to_raw(ids, vocab):
+        table = np.array(["", F.OOV_TOKEN, *vocab], dtype=object)
+        return table[ids].astype(bytes)
+
+    out = {F.LENGTH: batch[F.LENGTH].numpy()}
+    for f in spec.item_features:
+        for key in (F.short_key(f), F.long_key(f)):
+            out[key] = to_raw(batch[key].numpy(), vocabs[f])
+    for p in spec.profile_features:
+        out[F.profile_key(p)] = to_raw(batch[F.profile_key(p)].numpy(), vocabs[p])
+    return out
+
+
+def test_saved_model_matches_the_in_process_model(preprocessed_dir, trained_model_dir, export_dir):
+    model = training.restore(str(trained_model_dir))
+    exp = X.Export(str(export_dir))
+    spec = model.dataset
+    vocabs = {
+        f: X.read_vocab(str(preprocessed_dir), f)
+        for f in (*spec.item_features, *spec.profile_features)
+    }
+    keys = F.FeatureSpec(spec).model_input_keys()
+    n = 0
+    worst = 0.0
+    for batch in training.eval_batches(str(preprocessed_dir), spec, batch_size=64):
+        ours = model({k: batch[k] for k in keys}, training=False).numpy()
+        theirs = exp.user_vectors(raw_inputs(batch, spec, vocabs))
+        worst = max(worst, float(np.abs(ours - theirs).max()))
+        n += ours.shape[0]
+    assert n > 0
+    assert worst < 1e-5
+    np.testing.assert_array_equal(exp.item_embeddings, model.item_table.numpy())
+    assert exp.item_ids == training.load_item_vocab(str(preprocessed_dir))
+
+
+def test_unknown_ids_map_to_oov(export_dir):
+    exp = X.Export(str(export_dir))
+    spec = exp.dataset
+
+    def inputs(item):
+        x = {F.LENGTH: np.array([1])}
+        for f in spec.item_features:
+            x[F.short_key(f)] = np.array([[item if f == F.ITEM else ""]], dtype=bytes)
+            x[F.long_key(f)] = np.array([[""]], dtype=bytes)
+        for p in spec.profile_features:
+            x[F.profile_key(p)] = np.array([b"?"])
+        return x
+
+    a = exp.user_vectors(inputs("never-seen-1"))
+    b = exp.user_vectors(inputs("never-seen-2"))
+    np.testing.assert_allclose(a, b)  # both are the OOV id
+    c = exp.user_vectors(inputs(exp.item_ids[0]))
+    assert np.abs(a - c).max() > 0
+
+
+def test_manifest_and_verification(export_dir, tmp_path):
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    for key in ("dim", "num_items", "preset", "variant", "vocab_sha256", "created", "files"):
+        assert key in manifest
+    assert "saved_model/saved_model.pb" in manifest["files"]
+    broken = tmp_path / "broken"
+    shutil.copytree(export_dir, broken)
+    emb = np.load(broken / "item_embeddings.npy")
+    np.save(broken / "item_embeddings.npy", emb + 1)
+    with pytest.raises(ValueError, match="checksum"):
+        X.Export(str(broken))
+
+
+def test_latest_skips_temporary_directories(export_dir):
+    base = export_dir.parent
+    (base / ".tmp-99999999999999-abc").mkdir(exist_ok=True)
+    assert X.latest(str(base)) == str(export_dir)
