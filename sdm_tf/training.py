@@ -129,8 +129,14 @@ def train(
     start = time.perf_counter()
     history = {}
     if initial_epoch < cfg.train.epochs:
+        reader = train_reader(data_dir, spec, cfg)
+        if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+            # Each worker builds its own input (and reads its own shard) from the InputContext.
+            data = tf.keras.utils.experimental.DatasetCreator(reader)
+        else:
+            data = reader()
         h = model.fit(
-            train_reader(data_dir, spec, cfg)(),
+            data,
             epochs=cfg.train.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,

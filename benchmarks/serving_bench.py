@@ -1,0 +1,159 @@
+"""Serving latency and recall over a 10^6-item catalog, on this CPU.
+
+    python benchmarks/serving_bench.py --export_dir demo_out/export [--items 1000000]
+
+The user tower is the exported SavedModel (the real request path: JSON-shaped request -> session
+rules -> raw-id signature). The catalog is the export's trained item vectors tiled to --items rows
+with Gaussian noise (so the index sees clustered, model-shaped vectors rather than the model's few
+thousand), searched for the top 300. Reported, all in one run:
+
+* p50 / p99 latency of one request (tower + top-K) with the exact index and with HNSW;
+* throughput with batches of --batch requests;
+* recall@K of HNSW (and IVF-PQ if asked) against exact search, on the benchmark's user vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+
+from sdm_tf import index as I  # noqa: E402
+from sdm_tf import serving  # noqa: E402
+from sdm_tf.export import Export, augment_queries  # noqa: E402
+
+
+def expand_catalog(exp: Export, n: int, noise: float, seed: int = 0) -> np.ndarray:
+    base = exp.augmented_items()
+    rng = np.random.default_rng(seed)
+    reps = -(-n // len(base))
+    tiled = np.tile(base, (reps, 1))[:n]
+    scale = noise * np.linalg.norm(base[:, :-1], axis=1).mean() / np.sqrt(base.shape[1] - 1)
+    tiled[:, :-1] += rng.normal(0, scale, size=(n, base.shape[1] - 1)).astype(np.float32)
+    tiled[: len(base)] = base  # the real items keep their vectors
+    return np.ascontiguousarray(tiled, dtype=np.float32)
+
+
+def requests(exp: Export, n: int, seed: int = 1) -> list[serving.RetrieveRequest]:
+    rng = np.random.default_rng(seed)
+    out = []
+    popular = min(len(exp.item_ids), 2000)
+    for _ in range(n):
+        length = int(rng.integers(1, 30))
+        items = rng.integers(0, popular, size=length)
+        t = 1_512_000_000 + np.cumsum(rng.integers(5, 120, size=length))
+        out.append(
+            serving.RetrieveRequest(
+                events=[{"item": exp.item_ids[i], "timestamp": int(ts)} for i, ts in zip(items, t)],
+                k=300,
+            )
+        )
+    return out
+
+
+def percentiles(ms: list[float]) -> dict:
+    a = np.array(ms)
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+    }
+
+
+def time_single(retriever: serving.Retriever, reqs) -> dict:
+    for r in reqs[:10]:  # warm-up
+        retriever.retrieve([r])
+    ms = []
+    for r in reqs:
+        t = time.perf_counter()
+        retriever.retrieve([r])
+        ms.append(1000 * (time.perf_counter() - t))
+    return percentiles(ms)
+
+
+def time_batched(retriever: serving.Retriever, reqs, batch: int) -> dict:
+    retriever.retrieve(reqs[:batch])
+    t = time.perf_counter()
+    n = 0
+    for i in range(0, len(reqs) - batch + 1, batch):
+        retriever.retrieve(reqs[i : i + batch])
+        n += batch
+    return {"batch": batch, "requests_per_s": round(n / (time.perf_counter() - t), 1)}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--export_dir", required=True)
+    ap.add_argument("--items", type=int, default=1_000_000)
+    ap.add_argument("--k", type=int, default=300)
+    ap.add_argument("--requests", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--noise", type=float, default=0.5)
+    ap.add_argument("--hnsw_m", type=int, default=16)
+    ap.add_argument("--ef_construction", type=int, default=80)
+    ap.add_argument("--ef_search", type=int, nargs="+", default=[300, 500, 800])
+    a = ap.parse_args(argv)
+
+    exp = Export(a.export_dir)
+    catalog = expand_catalog(exp, a.items, a.noise)
+    exp.item_ids = exp.item_ids + [f"synthetic-{i}" for i in range(len(exp.item_ids), a.items)]
+    reqs = requests(exp, a.requests)
+    result: dict = {"items": a.items, "k": a.k, "cpus": os.cpu_count(), "requests": a.requests}
+
+    t = time.perf_counter()
+    flat_cfg = I.IndexConfig(kind="flat", use_gpu=False)
+    flat = I.build(catalog, flat_cfg)
+    result["flat_build_s"] = round(time.perf_counter() - t, 1)
+    exact = serving.Retriever(exp, flat, flat_cfg)
+    result["tower_only"] = percentiles(
+        [
+            1000 * _timed(lambda r=r: exp.user_vectors(exact.inputs([exact.query(r)])))
+            for r in reqs[:200]
+        ]
+    )
+    result["flat"] = {**time_single(exact, reqs), **time_batched(exact, reqs, a.batch)}
+
+    queries = augment_queries(
+        np.concatenate(
+            [exp.user_vectors(exact.inputs([exact.query(r) for r in reqs[i : i + 100]]))
+             for i in range(0, len(reqs), 100)]
+        )
+    )  # fmt: skip
+    _, truth = I.search(flat, queries, a.k)
+
+    t = time.perf_counter()
+    hnsw_cfg = I.IndexConfig(kind="hnsw", hnsw_m=a.hnsw_m, ef_construction=a.ef_construction)
+    hnsw = I.build(catalog, hnsw_cfg)
+    result["hnsw_build_s"] = round(time.perf_counter() - t, 1)
+    result["hnsw"] = []
+    for ef in a.ef_search:
+        hnsw_cfg.ef_search = ef
+        I.set_search_params(hnsw, hnsw_cfg)
+        _, got = I.search(hnsw, queries, a.k)
+        approx = serving.Retriever(exp, hnsw, hnsw_cfg)
+        row = {
+            "ef_search": ef,
+            f"recall@{a.k}": round(I.recall_at_k(got, truth), 4),
+            **time_single(approx, reqs),
+            **time_batched(approx, reqs, a.batch),
+        }
+        result["hnsw"].append(row)
+        print(json.dumps(row), flush=True)
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""python -m launch.query --url http://127.0.0.1:8500 --events_csv raw/events.csv --user 100000
+
+Sends one retrieval request built from a user's latest events in a Taobao-schema log and prints
+the answer (a small client for the demo and for smoke checks).
+"""
+
+import csv
+import json
+import time
+
+import httpx
+from absl import app, flags
+
+URL = flags.DEFINE_string("url", "http://127.0.0.1:8500", "service base URL")
+EVENTS_CSV = flags.DEFINE_string(
+    "events_csv", None, "UserBehavior-style log (user,item,cat,behavior,ts)"
+)
+USER = flags.DEFINE_string("user", None, "user id (default: the first user of the log)")
+LAST = flags.DEFINE_integer("last", 20, "events to send")
+K = flags.DEFINE_integer("k", 10, "items to ask for")
+WAIT = flags.DEFINE_float("wait", 120.0, "seconds to wait for /health")
+flags.mark_flag_as_required("events_csv")
+
+
+def wait_healthy(url: str, seconds: float) -> dict:
+    deadline = time.time() + seconds
+    while True:
+        try:
+            r = httpx.get(f"{url}/health", timeout=2)
+            if r.status_code == 200:
+                return r.json()
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline:
+            raise TimeoutError(f"{url} not healthy after {seconds} s")
+        time.sleep(0.5)
+
+
+def main(argv):
+    del argv
+    user, events = USER.value, []
+    with open(EVENTS_CSV.value, newline="") as f:
+        for row in csv.reader(f):
+            user = user or row[0]
+            if row[0] == user:
+                events.append({"item": row[1], "leaf_category": row[2], "timestamp": int(row[4])})
+            elif events:
+                break
+    health = wait_healthy(URL.value, WAIT.value)
+    body = {"user_id": user, "events": events[-LAST.value :], "k": K.value}
+    t = time.perf_counter()
+    r = httpx.post(f"{URL.value}/v1/retrieve", json=body, timeout=30)
+    ms = 1000 * (time.perf_counter() - t)
+    r.raise_for_status()
+    print(json.dumps({"service": health, "user": user, "sent_events": len(body["events"]),
+                      "latency_ms": round(ms, 1), "answer": r.json()}, indent=1))  # fmt: skip
+
+
+def entry():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entry()
