@@ -11,6 +11,7 @@ INSTALL_REQUIRES = [
     "faiss-cpu==1.15.1",
     "absl-py>=2.1",
     "numpy>=1.26",
+    "google-crc32c>=1.5",
     "pyarrow>=14",
     "fastapi>=0.110",
     "uvicorn>=0.29",

@@ -5,17 +5,27 @@ import json
 from absl import app, flags
 
 from launch import common
-from sdm_tf import training
+from sdm_tf import distribute, training
 
 DATA_DIR = flags.DEFINE_string("data_dir", None, "preprocessed data (launch.preprocess output)")
 MODEL_DIR = flags.DEFINE_string("model_dir", None, "checkpoints, config, logs")
+STRATEGY = flags.DEFINE_enum(
+    "strategy", "auto", list(distribute.STRATEGIES),
+    "auto: parameter servers when TF_CONFIG names ps tasks, mirrored on a multi-GPU host",
+)  # fmt: skip
+PS_MIN_ROWS = flags.DEFINE_integer(
+    "ps_min_rows", 4096, "tables with at least this many rows are split across the ps tasks"
+)
 flags.mark_flags_as_required(["data_dir", "model_dir"])
 
 
 def main(argv):
     del argv
+    if not distribute.run_server_if_needed():  # ps / worker tasks serve until killed
+        return
     cfg = common.experiment_config()
-    result = training.train(cfg, DATA_DIR.value, MODEL_DIR.value)
+    strategy = distribute.get_strategy(STRATEGY.value, PS_MIN_ROWS.value)
+    result = training.train(cfg, DATA_DIR.value, MODEL_DIR.value, strategy=strategy)
     result.pop("model")
     print(json.dumps(result, indent=1))
 

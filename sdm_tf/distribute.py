@@ -87,7 +87,7 @@ def get_strategy(kind: str = "auto", min_rows: int = 4096) -> tf.distribute.Stra
 
 
 def run_server_if_needed() -> bool:
-    """For a `ps` or `worker` task: start the server and block forever (returns False).
+    """For a `ps` or `worker` task: start the server and serve until the process is stopped.
 
     For a chief, evaluator or a process without TF_CONFIG, returns True at once: go on.
     """

@@ -133,6 +133,7 @@ def train(
         if isinstance(strategy, tf.distribute.ParameterServerStrategy):
             # Each worker builds its own input (and reads its own shard) from the InputContext.
             data = tf.keras.utils.experimental.DatasetCreator(reader)
+            verbose = 2 if verbose == 1 else verbose  # Keras allows no progress bar here
         else:
             data = reader()
         h = model.fit(
