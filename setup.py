@@ -18,7 +18,14 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "httpx>=0.27", "black>=24", "ruff>=0.5", "pyyaml>=6"],
+    "test": [
+        "pytest>=8",
+        "httpx>=0.27",
+        "black>=24",
+        "ruff>=0.5",
+        "pyyaml>=6",
+        "kubeflow-training==1.9.4",
+    ],
     # faiss-gpu replaces faiss-cpu's module of the same name on CUDA hosts.
     "gpu": ["faiss-gpu==1.15.1"],
 }

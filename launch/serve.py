@@ -5,6 +5,7 @@ Loads the export (verified) and its index once, then serves HTTP JSON (see sdm_t
 
 import os
 
+import tensorflow as tf
 from absl import app, flags
 
 import sdm_tf  # noqa: F401
@@ -22,7 +23,7 @@ flags.mark_flag_as_required("export_dir")
 def make_retriever(export_dir: str, index_kind: str) -> serving.Retriever:
     exp = Export(export_dir)
     path = os.path.join(exp.path, "index", f"{index_kind}.faiss")
-    if os.path.exists(path):
+    if tf.io.gfile.exists(path + ".json"):
         index, cfg = I.load(path)
         return serving.Retriever(exp, index, cfg)
     if index_kind != "flat":

@@ -1,14 +1,20 @@
 """python -m launch.train --data_dir out/ --model_dir runs/sdm [--preset ...] [--override ...]"""
 
 import json
+import os
 
 from absl import app, flags
 
 from launch import common
 from sdm_tf import distribute, training
 
-DATA_DIR = flags.DEFINE_string("data_dir", None, "preprocessed data (launch.preprocess output)")
-MODEL_DIR = flags.DEFINE_string("model_dir", None, "checkpoints, config, logs")
+# Defaults from the environment, so that a cluster manifest passes only a preset and overrides.
+DATA_DIR = flags.DEFINE_string(
+    "data_dir", os.environ.get("SDM_DATA_DIR"), "preprocessed data (default: $SDM_DATA_DIR)"
+)
+MODEL_DIR = flags.DEFINE_string(
+    "model_dir", os.environ.get("SDM_MODEL_DIR"), "checkpoints, config, logs ($SDM_MODEL_DIR)"
+)
 STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", list(distribute.STRATEGIES),
     "auto: parameter servers when TF_CONFIG names ps tasks, mirrored on a multi-GPU host",
@@ -22,6 +28,10 @@ flags.mark_flags_as_required(["data_dir", "model_dir"])
 def main(argv):
     del argv
     if not distribute.run_server_if_needed():  # ps / worker tasks serve until killed
+        return
+    if distribute.task_type() == "evaluator":
+        for result in training.evaluator_loop(MODEL_DIR.value, DATA_DIR.value, timeout=3600):
+            print(json.dumps(result))
         return
     cfg = common.experiment_config()
     strategy = distribute.get_strategy(STRATEGY.value, PS_MIN_ROWS.value)

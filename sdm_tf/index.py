@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import time
 
 import faiss
@@ -97,18 +98,41 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
     return float(np.mean(hits) / k)
 
 
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
 def save(index: faiss.Index, cfg: IndexConfig, path: str, report: dict) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    """Writes the index (+ `path`.json with its config and report); gs:// etc. via tf.io.gfile."""
+    import tensorflow as tf
+
     cpu = faiss.index_gpu_to_cpu(index) if num_gpus() > 0 and cfg.kind != "hnsw" else index
-    faiss.write_index(cpu, path)
-    with open(path + ".json", "w") as f:
-        json.dump({"config": dataclasses.asdict(cfg), **report}, f, indent=1)
+    meta = json.dumps({"config": dataclasses.asdict(cfg), **report}, indent=1)
+    if _is_remote(path):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "index.faiss")
+            faiss.write_index(cpu, local)
+            tf.io.gfile.makedirs(os.path.dirname(path))
+            tf.io.gfile.copy(local, path, overwrite=True)
+    else:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        faiss.write_index(cpu, path)
+    with tf.io.gfile.GFile(path + ".json", "w") as f:
+        f.write(meta)
 
 
 def load(path: str) -> tuple[faiss.Index, IndexConfig]:
-    with open(path + ".json") as f:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path + ".json") as f:
         cfg = IndexConfig(**json.load(f)["config"])
-    index = faiss.read_index(path)
+    if _is_remote(path):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "index.faiss")
+            tf.io.gfile.copy(path, local)
+            index = faiss.read_index(local)
+    else:
+        index = faiss.read_index(path)
     set_search_params(index, cfg)
     return index, cfg
 

@@ -241,3 +241,36 @@ def evaluate(
     truth = dict(zip(users, truth_lists))
     metrics = E.retrieval_metrics(truth, predictions, ks)
     return metrics, predictions, truth
+
+
+def evaluator_loop(
+    model_dir: str,
+    data_dir: str,
+    ks: Sequence[int] = (20, 50, 100),
+    timeout: float | None = None,
+    max_evaluations: int | None = None,
+) -> list[dict]:
+    """The evaluator task: scores every new checkpoint of `model_dir` on the eval split and
+    writes the metrics to TensorBoard (logs/eval). Stops after `timeout` seconds without a new
+    checkpoint, or after `max_evaluations`."""
+    cfg = C.load_config(model_dir)
+    spec = load_dataset_spec(data_dir)
+    model = SDM(spec, cfg.model)
+    model(dummy_inputs(spec))
+    ckpt = tf.train.Checkpoint(model=model)
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "eval"))
+    results = []
+    for path in tf.train.checkpoints_iterator(
+        os.path.join(model_dir, CHECKPOINT_DIR), timeout=timeout
+    ):
+        ckpt.restore(path).expect_partial()
+        metrics, _, _ = evaluate(model, data_dir, ks)
+        step = int(path.rsplit("-", 1)[-1])
+        with writer.as_default(step=step):
+            for k in ks:
+                for name in ("HitRate", "Recall", "NDCG"):
+                    tf.summary.scalar(f"{name}@{k}", metrics[f"{name}@{k}"])
+        results.append({"checkpoint": path, **metrics})
+        if max_evaluations and len(results) >= max_evaluations:
+            break
+    return results

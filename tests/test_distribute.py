@@ -1,8 +1,5 @@
 """ParameterServerStrategy with an in-process cluster (2 PS, 2 workers)."""
 
-import json
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf

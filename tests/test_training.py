@@ -76,3 +76,11 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "dataset_spec.json").write_text('{"vocab_sizes": {"item": 5}}')
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         training.restore(str(tmp_path))
+
+
+def test_evaluator_scores_the_latest_checkpoint(preprocessed_dir, trained_model_dir):
+    results = training.evaluator_loop(
+        str(trained_model_dir), str(preprocessed_dir), ks=[20], timeout=1, max_evaluations=1
+    )
+    assert len(results) == 1 and 0.0 <= results[0]["HitRate@20"] <= 1.0
+    assert list((trained_model_dir / "logs" / "eval").iterdir())
