@@ -113,6 +113,7 @@ def train(
 ) -> dict:
     """Trains (or resumes training of) a model; returns a summary with the loss per epoch."""
     strategy = strategy or tf.distribute.get_strategy()
+    tf.keras.utils.set_random_seed(cfg.train.seed)  # initialisation and sampling follow the seed
     spec = load_dataset_spec(data_dir)
     C.save_config(cfg, model_dir)
     with tf.io.gfile.GFile(os.path.join(model_dir, "dataset_spec.json"), "w") as f:
