@@ -228,3 +228,45 @@ def test_make_examples_time_protocol_uses_the_global_last_day():
         )
         n_train = out[F.TRAIN] | beam.combiners.Count.Globally()
         assert_that(n_train, equal_to([2]), label="train")
+
+
+def test_read_events_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "uid": ["u", "u", ""],
+            "iid": ["a", "b", "c"],
+            "ts": [10, 20, 30],
+            "brand": ["x", None, "y"],
+        }
+    )
+    pq.write_table(table, tmp_path / "log.parquet")
+    fmt = InputFormat(
+        "parquet", columns={"user": "uid", "item": "iid", "timestamp": "ts", "brand": "brand"}
+    )
+    with TestPipeline() as p:
+        out = p | T.ReadEvents(str(tmp_path / "log.parquet"), fmt)
+        got = out["events"] | beam.FlatMap(lambda kv: [(e.item, e.sides[2]) for e in kv[1]])
+        assert_that(got, equal_to([("a", "x"), ("b", "")]), label="events")
+        dead = out[T.DEAD] | beam.Map(lambda s: json.loads(s)["reason"])
+        assert_that(dead, equal_to(["empty_id"]), label="dead")
+
+
+def test_read_table_parses_rows_and_rejects_bad_ones(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,brand,shop\ni1,b1,s1\ni2,b2\n,b3,s3\ni4,b4,s4\n")
+    with TestPipeline() as p:
+        out = p | T.ReadTable(str(path), "item_id", {"brand": "brand"}, "item")
+        assert_that(
+            out["rows"], equal_to([("i1", {"brand": "b1"}), ("i4", {"brand": "b4"})]), label="rows"
+        )
+        reasons = out[T.DEAD] | beam.Map(lambda s: json.loads(s)["reason"])
+        assert_that(reasons, equal_to(["item:wrong_column_count", "item:empty_id"]), label="dead")
+
+
+def test_apply_item_table_overrides_sides():
+    e = ev("u", "i1", 1, cat="old")
+    _, (got,) = T.apply_item_table(("u", [e]), {"i1": {"brand": "b9"}})
+    assert got.sides == ("old", "", "b9", "")
