@@ -11,7 +11,7 @@ from launch import common
 from sdm_tf import bench_split
 
 SPLIT = flags.DEFINE_string("split", None, "a prepare.py output directory")
-OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "where data/, model/, predictions go")
+OUTPUT_DIR = common.OUTPUT_DIR
 EXCLUDE_SEEN = flags.DEFINE_enum(
     "exclude_seen",
     "auto",

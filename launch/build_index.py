@@ -1,4 +1,4 @@
-"""python -m launch.build_index --export_dir exports/sdm [--kind hnsw] [--k 300]
+"""python -m launch.build_index --export_dir exports/sdm [--kind hnsw] [--recall_k 300]
 
 Builds a FAISS index over the exported item table, reports the recall@K of the approximate
 index against the exact one, and writes EXPORT/index/<kind>.faiss (+ .json with the report).
@@ -10,12 +10,13 @@ import os
 import numpy as np
 from absl import app, flags
 
+from launch import common
 from sdm_tf import index as I
 from sdm_tf.export import Export
 
-EXPORT_DIR = flags.DEFINE_string("export_dir", None, "an export version (or base: the latest)")
+EXPORT_DIR = common.EXPORT_DIR
 KIND = flags.DEFINE_enum("kind", "hnsw", list(I.KINDS), "index kind")
-K = flags.DEFINE_integer("k", 300, "K of the recall report")
+K = flags.DEFINE_integer("recall_k", 300, "K of the recall report")
 NLIST = flags.DEFINE_integer("nlist", 1024, "ivfpq: coarse cells")
 M = flags.DEFINE_integer("m", 16, "ivfpq: sub-quantizers")
 NBITS = flags.DEFINE_integer("nbits", 8, "ivfpq: bits per code")

@@ -1,9 +1,22 @@
 """Flags shared by the launchers (absl). Library code never reads FLAGS; launchers pass values."""
 
+import os
+
 from absl import flags
 
 import sdm_tf  # noqa: F401  (the Keras switch, before TensorFlow loads)
 from sdm_tf import config as C
+
+# Names several launchers share, defined once so that they can live in one process (tests).
+# Defaults come from the environment, so a cluster manifest passes only a preset and overrides.
+DATA_DIR = flags.DEFINE_string(
+    "data_dir", os.environ.get("SDM_DATA_DIR"), "preprocessed data (default: $SDM_DATA_DIR)"
+)
+MODEL_DIR = flags.DEFINE_string(
+    "model_dir", os.environ.get("SDM_MODEL_DIR"), "model directory (default: $SDM_MODEL_DIR)"
+)
+EXPORT_DIR = flags.DEFINE_string("export_dir", None, "export base (or one version) directory")
+OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "where this command writes its results")
 
 PRESET = flags.DEFINE_enum("preset", "paper_offline", sorted(C.PRESETS), "named preset")
 VARIANT = flags.DEFINE_enum("variant", "PSDMMAL-N", sorted(C.VARIANTS), "paper variant")

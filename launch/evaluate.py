@@ -9,15 +9,15 @@ import os
 
 from absl import app, flags
 
-import sdm_tf  # noqa: F401
+from launch import common
 from sdm_tf import evaluation as E
 from sdm_tf import training
 
-DATA_DIR = flags.DEFINE_string("data_dir", None, "preprocessed data with an eval/ split")
-MODEL_DIR = flags.DEFINE_string("model_dir", None, "a trained model directory")
-OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "default: MODEL_DIR/eval")
+DATA_DIR, MODEL_DIR, OUTPUT_DIR = common.DATA_DIR, common.MODEL_DIR, common.OUTPUT_DIR
 KS = flags.DEFINE_multi_integer("k", [20, 50, 100], "cut-offs")
-EXCLUDE_SEEN = flags.DEFINE_bool("exclude_seen", False, "never return items in the fed history")
+EXCLUDE_SEEN = flags.DEFINE_bool(
+    "exclude_fed", False, "never return items of the eval example's own sequence and bags"
+)
 flags.mark_flags_as_required(["data_dir", "model_dir"])
 
 

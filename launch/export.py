@@ -5,13 +5,11 @@ Writes a new version directory under --export_dir atomically and prints its path
 
 from absl import app, flags
 
-import sdm_tf  # noqa: F401
+from launch import common
 from sdm_tf import config as C
 from sdm_tf import export, training
 
-DATA_DIR = flags.DEFINE_string("data_dir", None, "the preprocessed data the model was trained on")
-MODEL_DIR = flags.DEFINE_string("model_dir", None, "a trained model directory")
-EXPORT_DIR = flags.DEFINE_string("export_dir", None, "base directory of the versioned exports")
+DATA_DIR, MODEL_DIR, EXPORT_DIR = common.DATA_DIR, common.MODEL_DIR, common.EXPORT_DIR
 flags.mark_flags_as_required(["data_dir", "model_dir", "export_dir"])
 
 

@@ -4,9 +4,10 @@ import json
 
 from absl import app, flags
 
+from launch import common
 from pipelines import synthetic
 
-FLAGS = flags.DEFINE_string("output_dir", None, "where events.csv, items.csv, users.csv go")
+FLAGS = common.OUTPUT_DIR  # events.csv, items.csv, users.csv go here
 _EVENTS = flags.DEFINE_integer("num_events", 1_000_000, "events to write")
 _ITEMS = flags.DEFINE_integer("num_items", 20_000, "catalog size")
 _DAYS = flags.DEFINE_integer("days", 14, "days of logs")

@@ -17,7 +17,7 @@ EVENTS_CSV = flags.DEFINE_string(
 )
 USER = flags.DEFINE_string("user", None, "user id (default: the first user of the log)")
 LAST = flags.DEFINE_integer("last", 20, "events to send")
-K = flags.DEFINE_integer("k", 10, "items to ask for")
+K = flags.DEFINE_integer("top_n", 10, "items to ask for")
 WAIT = flags.DEFINE_float("wait", 120.0, "seconds to wait for /health")
 flags.mark_flag_as_required("events_csv")
 

@@ -9,11 +9,12 @@ import tensorflow as tf
 from absl import app, flags
 
 import sdm_tf  # noqa: F401
+from launch import common
 from sdm_tf import index as I
 from sdm_tf import serving
 from sdm_tf.export import Export
 
-EXPORT_DIR = flags.DEFINE_string("export_dir", None, "an export version (or base: the latest)")
+EXPORT_DIR = common.EXPORT_DIR
 INDEX = flags.DEFINE_string("index", "flat", "an index kind built by launch.build_index, or flat")
 HOST = flags.DEFINE_string("host", "127.0.0.1", "listen address (localhost by default)")
 PORT = flags.DEFINE_integer("port", 8500, "listen port")

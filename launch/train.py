@@ -1,20 +1,13 @@
 """python -m launch.train --data_dir out/ --model_dir runs/sdm [--preset ...] [--override ...]"""
 
 import json
-import os
 
 from absl import app, flags
 
 from launch import common
 from sdm_tf import distribute, training
 
-# Defaults from the environment, so that a cluster manifest passes only a preset and overrides.
-DATA_DIR = flags.DEFINE_string(
-    "data_dir", os.environ.get("SDM_DATA_DIR"), "preprocessed data (default: $SDM_DATA_DIR)"
-)
-MODEL_DIR = flags.DEFINE_string(
-    "model_dir", os.environ.get("SDM_MODEL_DIR"), "checkpoints, config, logs ($SDM_MODEL_DIR)"
-)
+DATA_DIR, MODEL_DIR = common.DATA_DIR, common.MODEL_DIR
 STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", list(distribute.STRATEGIES),
     "auto: parameter servers when TF_CONFIG names ps tasks, mirrored on a multi-GPU host",

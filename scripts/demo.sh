@@ -25,10 +25,10 @@ echo "== 5/7 export the user tower and the item table"
 "$PY" -m launch.export --data_dir "$OUT/data" --model_dir "$OUT/model" \
   --export_dir "$OUT/export" 2>"$OUT/export.log"
 echo "== 6/7 build the HNSW index"
-"$PY" -m launch.build_index --export_dir "$OUT/export" --kind hnsw --k 100 2>"$OUT/index.log"
+"$PY" -m launch.build_index --export_dir "$OUT/export" --kind hnsw --recall_k 100 2>"$OUT/index.log"
 echo "== 7/7 serve on 127.0.0.1:$PORT and answer one query"
 "$PY" -m launch.serve --export_dir "$OUT/export" --index hnsw --port "$PORT" 2>"$OUT/serve.log" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 "$PY" -m launch.query --url "http://127.0.0.1:$PORT" --events_csv "$OUT/raw/events.csv" \
-  --k 10 2>"$OUT/query.log"
+  --top_n 10 2>"$OUT/query.log"

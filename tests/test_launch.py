@@ -1,0 +1,13 @@
+"""The launchers share one absl flag namespace: they must import together (as in one process)."""
+
+import importlib
+
+LAUNCHERS = [
+    "generate", "preprocess", "train", "evaluate", "bench_split", "export", "build_index",
+    "serve", "query", "local_cluster",
+]  # fmt: skip
+
+
+def test_all_launchers_import_together():
+    for name in LAUNCHERS:
+        importlib.import_module(f"launch.{name}")
