@@ -22,11 +22,11 @@ SCORE_SCRIPT = flags.DEFINE_string("score_script", None, "score.py (default: ../
 PIPELINE_ARGS = flags.DEFINE_multi_string(
     "pipeline_arg", [], "extra launch.preprocess argument, e.g. --pipeline_arg=--long_term_days=30"
 )
-flags.mark_flags_as_required(["split", "output_dir"])
 
 
 def main(argv):
     del argv
+    common.require(SPLIT, OUTPUT_DIR)
     summary = bench_split.run(
         SPLIT.value,
         OUTPUT_DIR.value,

@@ -26,7 +26,6 @@ EF_CONSTRUCTION = flags.DEFINE_integer("ef_construction", 200, "hnsw: build beam
 EF_SEARCH = flags.DEFINE_integer("ef_search", 128, "hnsw: search beam")
 NO_GPU = flags.DEFINE_bool("no_gpu", False, "stay on the CPU even if faiss-gpu finds a GPU")
 QUERIES = flags.DEFINE_integer("num_queries", 1000, "queries of the recall report")
-flags.mark_flag_as_required("export_dir")
 
 
 def run(export_dir: str, cfg: I.IndexConfig, k: int, num_queries: int) -> dict:
@@ -48,6 +47,7 @@ def run(export_dir: str, cfg: I.IndexConfig, k: int, num_queries: int) -> dict:
 
 def main(argv):
     del argv
+    common.require(EXPORT_DIR)
     cfg = I.IndexConfig(
         kind=KIND.value, nlist=NLIST.value, m=M.value, nbits=NBITS.value, nprobe=NPROBE.value,
         hnsw_m=HNSW_M.value, ef_construction=EF_CONSTRUCTION.value, ef_search=EF_SEARCH.value,

@@ -28,6 +28,16 @@ BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "overrides train.batch_siz
 STEPS = flags.DEFINE_integer("steps_per_epoch", None, "overrides train.steps_per_epoch")
 
 
+def require(*holders) -> None:
+    """Shared flags cannot be marked required globally (another launcher in the same process may
+    not need them), so each main checks its own."""
+    missing = [f"--{h.name}" for h in holders if h.value in (None, "")]
+    if missing:
+        from absl import app
+
+        raise app.UsageError(f"missing required flags: {' '.join(missing)}")
+
+
 def experiment_config() -> C.ExperimentConfig:
     overrides = list(OVERRIDES.value)
     if EPOCHS.value is not None:

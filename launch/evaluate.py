@@ -18,7 +18,6 @@ KS = flags.DEFINE_multi_integer("k", [20, 50, 100], "cut-offs")
 EXCLUDE_SEEN = flags.DEFINE_bool(
     "exclude_fed", False, "never return items of the eval example's own sequence and bags"
 )
-flags.mark_flags_as_required(["data_dir", "model_dir"])
 
 
 def run(data_dir, model_dir, output_dir, ks, exclude_seen=False) -> dict:
@@ -37,6 +36,7 @@ def run(data_dir, model_dir, output_dir, ks, exclude_seen=False) -> dict:
 
 def main(argv):
     del argv
+    common.require(DATA_DIR, MODEL_DIR)
     out = OUTPUT_DIR.value or os.path.join(MODEL_DIR.value, "eval")
     run(DATA_DIR.value, MODEL_DIR.value, out, KS.value, EXCLUDE_SEEN.value)
 

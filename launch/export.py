@@ -3,14 +3,13 @@
 Writes a new version directory under --export_dir atomically and prints its path.
 """
 
-from absl import app, flags
+from absl import app
 
 from launch import common
 from sdm_tf import config as C
 from sdm_tf import export, training
 
 DATA_DIR, MODEL_DIR, EXPORT_DIR = common.DATA_DIR, common.MODEL_DIR, common.EXPORT_DIR
-flags.mark_flags_as_required(["data_dir", "model_dir", "export_dir"])
 
 
 def run(data_dir: str, model_dir: str, export_dir: str) -> str:
@@ -22,6 +21,7 @@ def run(data_dir: str, model_dir: str, export_dir: str) -> str:
 
 def main(argv):
     del argv
+    common.require(DATA_DIR, MODEL_DIR, EXPORT_DIR)
     print(run(DATA_DIR.value, MODEL_DIR.value, EXPORT_DIR.value))
 
 

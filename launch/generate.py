@@ -12,11 +12,11 @@ _EVENTS = flags.DEFINE_integer("num_events", 1_000_000, "events to write")
 _ITEMS = flags.DEFINE_integer("num_items", 20_000, "catalog size")
 _DAYS = flags.DEFINE_integer("days", 14, "days of logs")
 _SEED = flags.DEFINE_integer("seed", 0, "random seed (the output is a function of it)")
-flags.mark_flag_as_required("output_dir")
 
 
 def main(argv):
     del argv
+    common.require(FLAGS)
     cfg = synthetic.SyntheticConfig(
         num_events=_EVENTS.value, num_items=_ITEMS.value, days=_DAYS.value, seed=_SEED.value
     )

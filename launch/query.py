@@ -11,6 +11,8 @@ import time
 import httpx
 from absl import app, flags
 
+from launch import common
+
 URL = flags.DEFINE_string("url", "http://127.0.0.1:8500", "service base URL")
 EVENTS_CSV = flags.DEFINE_string(
     "events_csv", None, "UserBehavior-style log (user,item,cat,behavior,ts)"
@@ -19,7 +21,6 @@ USER = flags.DEFINE_string("user", None, "user id (default: the first user of th
 LAST = flags.DEFINE_integer("last", 20, "events to send")
 K = flags.DEFINE_integer("top_n", 10, "items to ask for")
 WAIT = flags.DEFINE_float("wait", 120.0, "seconds to wait for /health")
-flags.mark_flag_as_required("events_csv")
 
 
 def wait_healthy(url: str, seconds: float) -> dict:
@@ -38,6 +39,7 @@ def wait_healthy(url: str, seconds: float) -> dict:
 
 def main(argv):
     del argv
+    common.require(EVENTS_CSV)
     user, events = USER.value, []
     with open(EVENTS_CSV.value, newline="") as f:
         for row in csv.reader(f):

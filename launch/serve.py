@@ -18,7 +18,6 @@ EXPORT_DIR = common.EXPORT_DIR
 INDEX = flags.DEFINE_string("index", "flat", "an index kind built by launch.build_index, or flat")
 HOST = flags.DEFINE_string("host", "127.0.0.1", "listen address (localhost by default)")
 PORT = flags.DEFINE_integer("port", 8500, "listen port")
-flags.mark_flag_as_required("export_dir")
 
 
 def make_retriever(export_dir: str, index_kind: str) -> serving.Retriever:
@@ -36,6 +35,7 @@ def make_retriever(export_dir: str, index_kind: str) -> serving.Retriever:
 
 def main(argv):
     del argv
+    common.require(EXPORT_DIR)
     import uvicorn
 
     retriever = make_retriever(EXPORT_DIR.value, INDEX.value)

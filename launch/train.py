@@ -15,11 +15,11 @@ STRATEGY = flags.DEFINE_enum(
 PS_MIN_ROWS = flags.DEFINE_integer(
     "ps_min_rows", 4096, "tables with at least this many rows are split across the ps tasks"
 )
-flags.mark_flags_as_required(["data_dir", "model_dir"])
 
 
 def main(argv):
     del argv
+    common.require(DATA_DIR, MODEL_DIR)
     if not distribute.run_server_if_needed():  # ps / worker tasks serve until killed
         return
     if distribute.task_type() == "evaluator":

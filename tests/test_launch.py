@@ -11,3 +11,15 @@ LAUNCHERS = [
 def test_all_launchers_import_together():
     for name in LAUNCHERS:
         importlib.import_module(f"launch.{name}")
+
+
+def test_flags_parse_with_every_launcher_loaded():
+    from absl import flags
+
+    for name in LAUNCHERS:
+        importlib.import_module(f"launch.{name}")
+    try:
+        flags.FLAGS(["prog", "--preset=smoke", "--override=model.dim=8"])
+        assert flags.FLAGS.preset == "smoke"
+    finally:
+        flags.FLAGS.unparse_flags()
