@@ -1,7 +1,9 @@
 """python -m launch.train --data_dir out/ --model_dir runs/sdm [--preset ...] [--override ...]"""
 
 import json
+import os
 
+import tensorflow as tf
 from absl import app, flags
 
 from launch import common
@@ -30,6 +32,8 @@ def main(argv):
     strategy = distribute.get_strategy(STRATEGY.value, PS_MIN_ROWS.value)
     result = training.train(cfg, DATA_DIR.value, MODEL_DIR.value, strategy=strategy)
     result.pop("model")
+    with tf.io.gfile.GFile(os.path.join(MODEL_DIR.value, "train_summary.json"), "w") as f:
+        f.write(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
 

@@ -18,7 +18,8 @@ echo "== 2/7 preprocess (Beam, DirectRunner)"
   --user_table "$OUT/raw/users.csv" --output_dir "$OUT/data" 2>"$OUT/preprocess.log"
 echo "== 3/7 train (PSDMMAL-N, paper offline preset, $EPOCHS epochs)"
 "$PY" -m launch.train --data_dir "$OUT/data" --model_dir "$OUT/model" \
-  --preset paper_offline --variant PSDMMAL-N --epochs "$EPOCHS" 2>"$OUT/train.log" | tail -n 4
+  --preset paper_offline --variant PSDMMAL-N --epochs "$EPOCHS" 2>"$OUT/train.log" >"$OUT/train.out"
+"$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); print("loss per epoch:", [round(x, 3) for x in r["history"]["loss"]], "| %.0f s" % r["train_seconds"])' "$OUT/model/train_summary.json"
 echo "== 4/7 evaluate (exact top-K over all items)"
 "$PY" -m launch.evaluate --data_dir "$OUT/data" --model_dir "$OUT/model" 2>"$OUT/evaluate.log"
 echo "== 5/7 export the user tower and the item table"
