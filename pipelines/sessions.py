@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 
 from pipelines.events import SIDE_FIELDS, Event
 from sdm_tf import features as F
@@ -109,23 +109,23 @@ class Encoder:
         return [vocab.get(self.value(e, feature), F.OOV_ID) for e in events]
 
 
-def long_term_bags(
+def recent_distinct(
     history: Sequence[Event],
     end: int,
     start_ts: int,
-    enc: Encoder,
+    values: Mapping[str, Callable[[Event], Hashable | None]],
     cfg: SessionConfig,
-) -> dict[str, list[int]]:
-    """Long-term bags for a session starting at `start_ts`.
+) -> dict[str, list]:
+    """Long-term bags for a session starting at `start_ts`, one per entry of `values`.
 
     `history[:end]` are the user's sorted events before the session. Events with
     `start_ts - long_term_days * DAY <= timestamp < start_ts` count; each bag keeps the most recent
-    `long_term_size` distinct ids, most recent first.
+    `long_term_size` distinct values (`values[f](event)`; None is skipped), most recent first.
     """
     lo = start_ts - cfg.long_term_days * DAY
-    bags: dict[str, list[int]] = {f: [] for f in enc.item_features}
-    seen: dict[str, set] = {f: set() for f in enc.item_features}
-    open_features = set(enc.item_features)
+    bags: dict[str, list] = {f: [] for f in values}
+    seen: dict[str, set] = {f: set() for f in values}
+    open_features = set(values)
     for i in range(end - 1, -1, -1):
         e = history[i]
         if e.timestamp >= start_ts:
@@ -133,15 +133,30 @@ def long_term_bags(
         if e.timestamp < lo:
             break
         for f in list(open_features):
-            v = enc.vocabs[f].get(enc.value(e, f), F.OOV_ID)
-            if v not in seen[f]:
-                seen[f].add(v)
-                bags[f].append(v)
-                if len(bags[f]) >= cfg.long_term_size:
-                    open_features.discard(f)
+            v = values[f](e)
+            if v is None or v in seen[f]:
+                continue
+            seen[f].add(v)
+            bags[f].append(v)
+            if len(bags[f]) >= cfg.long_term_size:
+                open_features.discard(f)
         if not open_features:
             break
     return bags
+
+
+def long_term_bags(
+    history: Sequence[Event],
+    end: int,
+    start_ts: int,
+    enc: Encoder,
+    cfg: SessionConfig,
+) -> dict[str, list[int]]:
+    """`recent_distinct` over vocabulary ids of the encoder's item features."""
+    values = {
+        f: (lambda e, f=f: enc.vocabs[f].get(enc.value(e, f), F.OOV_ID)) for f in enc.item_features
+    }
+    return recent_distinct(history, end, start_ts, values, cfg)
 
 
 def _base_record(user, profile_ids, bags, enc, seq) -> dict:

@@ -103,23 +103,16 @@ class Retriever:
             for i, e in enumerate(req.events)
         ]
         features = self.spec.item_features
-        bags: dict[str, list[str]] = {f: [] for f in features}
         if all(e.timestamp is not None for e in req.events):
             events = S.sort_events(events)
             last = S.sessionize(events, self.session_cfg)[-1]
-            start = last[0].timestamp
-            lo = start - self.session_cfg.long_term_days * S.DAY
-            for e in reversed(events[: len(events) - len(last)]):
-                if e.timestamp < lo:
-                    break
-                if e.timestamp >= start:
-                    continue
-                for f in features:
-                    v = self._value(e, f)
-                    if v and v not in bags[f] and len(bags[f]) < self.spec.long_term_size:
-                        bags[f].append(v)
+            values = {f: (lambda e, f=f: self._value(e, f) or None) for f in features}
+            bags = S.recent_distinct(
+                events, len(events) - len(last), last[0].timestamp, values, self.session_cfg
+            )
         else:
             last = events[-self.spec.max_session_length :]
+            bags = {f: [] for f in features}
         for f, values in req.long_term.items():
             if f not in bags:
                 raise ValueError(f"unknown long-term feature {f!r}; known: {list(features)}")
