@@ -18,6 +18,9 @@ EXPORT_DIR = common.EXPORT_DIR
 INDEX = flags.DEFINE_string("index", "flat", "an index kind built by launch.build_index, or flat")
 HOST = flags.DEFINE_string("host", "127.0.0.1", "listen address (localhost by default)")
 PORT = flags.DEFINE_integer("port", 8500, "listen port")
+FAISS_THREADS = flags.DEFINE_integer(
+    "faiss_threads", 1, "OpenMP threads per search (requests already run concurrently)"
+)
 
 
 def make_retriever(export_dir: str, index_kind: str) -> serving.Retriever:
@@ -36,8 +39,10 @@ def make_retriever(export_dir: str, index_kind: str) -> serving.Retriever:
 def main(argv):
     del argv
     common.require(EXPORT_DIR)
+    import faiss
     import uvicorn
 
+    faiss.omp_set_num_threads(FAISS_THREADS.value)
     retriever = make_retriever(EXPORT_DIR.value, INDEX.value)
     uvicorn.run(
         serving.create_app(retriever), host=HOST.value, port=PORT.value, log_level="warning"
