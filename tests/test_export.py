@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from sdm_tf import export as X
 from sdm_tf import features as F
@@ -86,3 +87,24 @@ def test_latest_skips_temporary_directories(export_dir):
     base = export_dir.parent
     (base / ".tmp-99999999999999-abc").mkdir(exist_ok=True)
     assert X.latest(str(base)) == str(export_dir)
+
+
+def test_inputs_longer_than_the_fixed_shapes_take_the_plain_path(export_dir, trained_model_dir):
+    exp = X.Export(str(export_dir))
+    model = training.restore(str(trained_model_dir))
+    spec = exp.dataset
+    t = spec.max_session_length + 3
+    raw = {F.LENGTH: np.array([t, 2])}
+    ids = {F.LENGTH: np.array([t, 2])}
+    for f in spec.item_features:
+        raw[F.short_key(f)] = np.array([[""] * t, [""] * t], dtype=bytes)
+        raw[F.long_key(f)] = np.array([[""], [""]], dtype=bytes)
+        ids[F.short_key(f)] = np.zeros((2, t), np.int64)
+        ids[F.long_key(f)] = np.zeros((2, 1), np.int64)
+    for p in spec.profile_features:
+        raw[F.profile_key(p)] = np.array([b"", b""])
+        ids[F.profile_key(p)] = np.zeros(2, np.int64)
+    theirs = exp.user_vectors(raw)
+    ours = model({k: tf.constant(v) for k, v in ids.items()}, training=False).numpy()
+    assert theirs.shape == (2, exp.dim)
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)
