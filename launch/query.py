@@ -51,11 +51,12 @@ def main(argv):
     health = wait_healthy(URL.value, WAIT.value)
     body = {"user_id": user, "events": events[-LAST.value :], "k": K.value}
     timings = []
-    for _ in range(2):  # the first request also pays the SavedModel's warm-up
-        t = time.perf_counter()
-        r = httpx.post(f"{URL.value}/v1/retrieve", json=body, timeout=30)
-        timings.append(round(1000 * (time.perf_counter() - t), 1))
-        r.raise_for_status()
+    with httpx.Client(timeout=30) as client:  # one connection: time the service, not TLS setup
+        for _ in range(3):  # the first request also pays the tower's compilation
+            t = time.perf_counter()
+            r = client.post(f"{URL.value}/v1/retrieve", json=body)
+            timings.append(round(1000 * (time.perf_counter() - t), 1))
+            r.raise_for_status()
     print(json.dumps({"service": health, "user": user, "sent_events": len(body["events"]),
                       "latency_ms_first_then_warm": timings, "answer": r.json()}, indent=1))  # fmt: skip
 
