@@ -60,8 +60,8 @@ class ServingTower(tf.Module):
         }
         # The network runs XLA-compiled on fixed shapes (batch padded to a power of two, the
         # sequence to max_session_length, bags to long_term_size): a few compiled programs
-        # instead of one per request shape, and about 3x less latency on a CPU. Longer inputs
-        # take the plain path.
+        # instead of one per request shape (measured on a 2-core CPU: the network ~3x faster,
+        # the whole signature ~1.6x). Longer inputs take the plain path.
         self.compiled = tf.function(self._network, jit_compile=True)
         self.serve = tf.function(self._serve, input_signature=[self.spec.serving_signature()])
 
@@ -78,8 +78,11 @@ class ServingTower(tf.Module):
     def _network(self, ids):
         return self.model(ids, training=False)
 
-    def _pad(self, ids):
+    def _width(self, key: str) -> int:
         d = self.model.dataset
+        return d.max_session_length if key.startswith("short_") else d.long_term_size
+
+    def _pad(self, ids):
         batch = tf.shape(ids[F.LENGTH])[0]
         rows = tf.cast(
             2 ** tf.math.ceil(tf.math.log(tf.cast(batch, tf.float32)) / tf.math.log(2.0)), tf.int32
@@ -90,18 +93,16 @@ class ServingTower(tf.Module):
             if t.shape.rank == 1:
                 out[key] = tf.pad(t, [[0, rows - batch]])
             else:
-                width = d.max_session_length if key.startswith("short_") else d.long_term_size
+                width = self._width(key)
                 out[key] = tf.pad(t, [[0, rows - batch], [0, width - tf.shape(t)[1]]])
                 out[key].set_shape([None, width])
         return out
 
     def _fits(self, ids):
-        d = self.model.dataset
         ok = tf.constant(True)
         for key, t in ids.items():
             if t.shape.rank == 2:
-                width = d.max_session_length if key.startswith("short_") else d.long_term_size
-                ok = tf.logical_and(ok, tf.shape(t)[1] <= width)
+                ok = tf.logical_and(ok, tf.shape(t)[1] <= self._width(key))
         return ok
 
     def _serve(self, inputs):

@@ -209,6 +209,17 @@ class FeatureSpec:
             parsed[LABEL_NEXT_N] = tf.reshape(parsed[LABEL_NEXT_N], [-1, self.dataset.next_n])
         return parsed
 
+    def model_input_signature(self) -> dict[str, Any]:
+        """Id inputs of the user tower (int64, batched; 0 = padding): the model-side twin of
+        `serving_signature`."""
+        import tensorflow as tf
+
+        return {
+            k: tf.TensorSpec([None] if k == LENGTH or k.startswith("profile_") else [None, None],
+                             tf.int64, name=k)
+            for k in self.model_input_keys()
+        }  # fmt: skip
+
     def serving_signature(self) -> dict[str, Any]:
         """Raw-id inputs of the exported user tower: strings, batched, "" is padding."""
         import tensorflow as tf

@@ -189,12 +189,7 @@ def user_vectors(model: SDM, data_dir: str, batch_size: int = 512):
     users, vectors, truth, seen = [], [], [], []
     keys = F.FeatureSpec(model.dataset).model_input_keys()
     # One trace for every batch shape: sequence and bag lengths vary from batch to batch.
-    signature = {
-        k: tf.TensorSpec(
-            [None] if k == F.LENGTH or k.startswith("profile_") else [None, None], tf.int64
-        )
-        for k in keys
-    }
+    signature = F.FeatureSpec(model.dataset).model_input_signature()
     predict = tf.function(lambda x: model(x, training=False), input_signature=[signature])
     for batch in eval_batches(data_dir, model.dataset, batch_size):
         vectors.append(predict({k: batch[k] for k in keys}).numpy())
