@@ -130,9 +130,6 @@ class InputFormat:
     def line_based(self) -> bool:
         return self.kind != "parquet"
 
-    def side_fields_present(self, header: list[str] | None = None) -> tuple[str, ...]:
-        return tuple(f for f in SIDE_FIELDS if _index_of(self, f, header) is not None)
-
 
 def parse_columns(spec: str) -> dict[str, str | int]:
     """'user=user_id,item=2' -> {'user': 'user_id', 'item': 2}."""
@@ -171,6 +168,8 @@ class RowParser:
         elif fmt.kind == "csv" and header is None:
             self._ncols = None  # header-less CSV: any row wide enough is fine
         self._scale = 1000 if fmt.timestamp_unit == "ms" else 1
+        # Line formats: the narrowest row that holds every mapped column (checked per row).
+        self._width = 1 + max(self._index.values()) if fmt.kind in ("taobao", "csv") else 0
 
     def parse_line(self, raw: bytes, order: tuple[str, int]) -> Event | str:
         """Returns an Event, or the rejection reason."""
@@ -191,8 +190,7 @@ class RowParser:
         row = next(csv.reader([line], delimiter=self.fmt.delimiter))
         if self._ncols is not None and len(row) != self._ncols:
             return WRONG_COLUMN_COUNT
-        width = 1 + max(self._index.values())  # type: ignore[type-var]
-        if len(row) < width:
+        if len(row) < self._width:
             return WRONG_COLUMN_COUNT
         return self._make({f: row[i] for f, i in self._index.items()}, order)  # type: ignore
 
@@ -232,17 +230,6 @@ class RowParser:
             sides,
             order,
         )
-
-
-def _index_of(fmt: InputFormat, field: str, header: list[str] | None) -> int | str | None:
-    col = fmt.columns.get(field)
-    if col is None:
-        return None
-    if isinstance(col, int) or fmt.kind in ("jsonl", "parquet"):
-        return col
-    if header is not None and col in header:
-        return header.index(col)
-    return None
 
 
 def split_header(raw: bytes, delimiter: str) -> list[str]:
