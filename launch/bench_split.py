@@ -4,11 +4,13 @@ DIR is any directory written by ../shared/bench/prepare.py. Prints score.py's me
 """
 
 import json
+import logging
 
 from absl import app, flags
 
 from launch import common
 from sdm_tf import bench_split
+from sdm_tf import evaluation as E
 
 SPLIT = flags.DEFINE_string("split", None, "a prepare.py output directory")
 OUTPUT_DIR = common.OUTPUT_DIR
@@ -16,7 +18,14 @@ EXCLUDE_SEEN = flags.DEFINE_enum(
     "exclude_seen",
     "auto",
     ["auto", "yes", "no"],
-    "drop items of the test user's history from the ranking (auto: yes for leave-one-out)",
+    "drop items of the test user's history from the ranking (auto: the rule that scores higher "
+    "on the validation split)",
+)
+BEAM_LOGS = flags.DEFINE_bool(
+    "beam_logs", False, "show Beam's worker logs (hundreds of INFO lines a run)"
+)
+BASELINES = flags.DEFINE_bool(
+    "baselines", True, "also rank the test split with popularity and item-CF (same history rule)"
 )
 SCORE_SCRIPT = flags.DEFINE_string("score_script", None, "score.py (default: ../shared/bench)")
 PIPELINE_ARGS = flags.DEFINE_multi_string(
@@ -27,6 +36,9 @@ PIPELINE_ARGS = flags.DEFINE_multi_string(
 def main(argv):
     del argv
     common.require(SPLIT, OUTPUT_DIR)
+    if not BEAM_LOGS.value:  # the workers' chatter is relayed through these loggers at INFO
+        for name in ("apache_beam", "tensorflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     summary = bench_split.run(
         SPLIT.value,
         OUTPUT_DIR.value,
@@ -34,9 +46,16 @@ def main(argv):
         exclude_seen=EXCLUDE_SEEN.value,
         score_script=SCORE_SCRIPT.value,
         preprocess_args=PIPELINE_ARGS.value,
+        baselines=BASELINES.value,
     )
-    print(json.dumps(summary.get("score_py", summary["metrics"]), indent=1))
-    print(json.dumps({"seconds": summary["seconds"]}))
+    rows = {name: s.get("score_py", s["metrics"]) for name, s in summary["systems"].items()}
+    print(E.format_table(rows, (20, 50)))
+    val = summary["validation"] or {}
+    print(
+        f"chosen epoch {val.get('best_epoch')} (validation {val.get('metric')} "
+        f"{val.get('best', float('nan')):.4f}), history {summary['exclude_seen']} excluded"
+    )
+    print(json.dumps({"seconds": {k: round(v, 1) for k, v in summary["seconds"].items()}}))
 
 
 def entry():

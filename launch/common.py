@@ -18,8 +18,12 @@ MODEL_DIR = flags.DEFINE_string(
 EXPORT_DIR = flags.DEFINE_string("export_dir", None, "export base (or one version) directory")
 OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "where this command writes its results")
 
-PRESET = flags.DEFINE_enum("preset", "paper_offline", sorted(C.PRESETS), "named preset")
-VARIANT = flags.DEFINE_enum("variant", "PSDMMAL-N", sorted(C.VARIANTS), "paper variant")
+PRESET = flags.DEFINE_enum(
+    "preset", "default", sorted(C.PRESETS), "named preset (default: the validated recipe)"
+)
+VARIANT = flags.DEFINE_enum(
+    "variant", "PSDMMAL", sorted(C.VARIANTS), "paper variant (default: chosen on validation)"
+)
 OVERRIDES = flags.DEFINE_multi_string(
     "override", [], "config override section.field=value, e.g. model.num_heads=8 (repeatable)"
 )

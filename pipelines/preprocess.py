@@ -8,6 +8,7 @@ filesystems, so `gs://` and `s3://` work wherever the runner has the filesystem 
 
 Outputs under --output_dir:
   train/part-*.tfrecord.gz, eval/part-*.tfrecord.gz   Examples in the sdm_tf.features layout
+  test/part-*.tfrecord.gz                              (with --test_queries) held-out test queries
   vocab/<feature>.tsv, items.tsv                       vocabularies with counts
   dataset_spec.json                                    features present and vocabulary sizes
   stats.json                                           counts (rows, rejects by reason, ...)
@@ -50,6 +51,8 @@ class PreprocessConfig:
     eval_protocol: str = "time"
     queries: str = ""
     truth: str = ""
+    test_queries: str = ""
+    test_truth: str = ""
     num_buckets: int = 64
     chunk_bytes: int = 8 << 20
     num_shards: int = 4
@@ -116,6 +119,20 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
             | "ReadTruth" >> beam.io.ReadFromText(cfg.truth)
             | "ParseTruth" >> beam.Map(_read_truth)
         )
+    if cfg.test_queries:
+        tq = p | "ReadTestQueries" >> T.ReadEvents(
+            cfg.test_queries, cfg.fmt, cfg.num_buckets, cfg.chunk_bytes, rows_prefix="test_query_"
+        )
+        dead.append(tq[T.DEAD])
+        stats.append(tq[T.STATS])
+        gt = tq["events"] | "GroupTestQueries" >> T.GroupByUser(prefix="test_query_")
+        stats.append(gt[T.STATS])
+        groups["test_fed"] = gt["users"]
+        groups["test_truth"] = (
+            p
+            | "ReadTestTruth" >> beam.io.ReadFromText(cfg.test_truth)
+            | "ParseTestTruth" >> beam.Map(_read_truth)
+        )
     joined = groups | "JoinPerUser" >> beam.CoGroupByKey()
     examples = joined | "MakeExamples" >> T.MakeExamples(
         cfg.session, cfg.eval_protocol, vocabs, users_for_time=users
@@ -124,7 +141,7 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
     stats.append(vocabs | "ItemCount" >> beam.Map(lambda v: {"items": len(v["features"][F.ITEM])}))
 
     out = cfg.output_dir
-    for kind in F.KINDS:
+    for kind in (*F.KINDS, F.TEST) if cfg.test_queries else F.KINDS:
         _ = examples[kind] | f"Write{kind.title()}" >> beam.io.WriteToTFRecord(
             FileSystems.join(out, kind, "part"),
             file_name_suffix=".tfrecord.gz",
@@ -199,6 +216,8 @@ def make_parser() -> argparse.ArgumentParser:
     a("--eval_protocol", choices=T.PROTOCOLS, default="time")
     a("--queries", default="", help="(queries protocol) events to feed per test user")
     a("--truth", default="", help="(queries protocol) JSONL of {user_id, items}")
+    a("--test_queries", default="", help="events to feed per held-out test user (-> test/)")
+    a("--test_truth", default="", help="JSONL of {user_id, items} for --test_queries")
     a("--num_buckets", type=int, default=64)
     a("--chunk_bytes", type=int, default=8 << 20)
     a("--num_shards", type=int, default=4)
@@ -217,6 +236,8 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
     )
     if args.eval_protocol == "queries" and not (args.queries and args.truth):
         raise SystemExit("--eval_protocol=queries needs --queries and --truth")
+    if bool(args.test_queries) != bool(args.test_truth):
+        raise SystemExit("--test_queries and --test_truth go together")
     return PreprocessConfig(
         input=args.input,
         output_dir=args.output_dir,
@@ -239,6 +260,8 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
         eval_protocol=args.eval_protocol,
         queries=args.queries,
         truth=args.truth,
+        test_queries=args.test_queries,
+        test_truth=args.test_truth,
         num_buckets=args.num_buckets,
         chunk_bytes=args.chunk_bytes,
         num_shards=args.num_shards,

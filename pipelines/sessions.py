@@ -79,18 +79,31 @@ def sessionize(events: Sequence[Event], cfg: SessionConfig) -> list[list[Event]]
     current: list[Event] = []
     for e in events:
         if current:
-            prev = current[-1]
-            if prev.session_id and e.session_id:
-                same = prev.session_id == e.session_id
-            else:
-                same = e.timestamp - prev.timestamp < cfg.session_gap
-            if not same or len(current) >= cfg.max_session_length:
+            if not same_session(current[-1], e, cfg) or len(current) >= cfg.max_session_length:
                 sessions.append(current)
                 current = []
         current.append(e)
     if current:
         sessions.append(current)
     return sessions
+
+
+def same_session(prev: Event, e: Event, cfg: SessionConfig) -> bool:
+    """The session rule between an event and its predecessor (`sessionize`), without the cap."""
+    if prev.session_id and e.session_id:
+        return prev.session_id == e.session_id
+    return e.timestamp - prev.timestamp < cfg.session_gap
+
+
+def query_start(events: Sequence[Event], cfg: SessionConfig) -> int:
+    """Where a query's short-term sequence starts in the sorted `events`: the last session's last
+    `max_session_length` events. A session longer than the cap is a sliding window here, not the
+    remainder chunk `sessionize` would leave (which can be a single event); the events before the
+    window feed the long-term bags, as the earlier chunks do in training."""
+    start = len(events) - 1
+    while start > 0 and same_session(events[start - 1], events[start], cfg):
+        start -= 1
+    return max(start, len(events) - cfg.max_session_length)
 
 
 class Encoder:
@@ -211,15 +224,16 @@ def query_record(
     profile_ids: Mapping[str, int],
 ) -> dict | None:
     """An evaluation record: the latest session of `fed` as the short-term sequence, the long-term
-    bags before it, and the raw ground-truth ids. None when nothing is fed or nothing is true."""
+    bags before it, the raw ground-truth ids, and the distinct raw ids of everything fed (what a
+    "history excluded" ranking leaves out). None when nothing is fed or nothing is true."""
     if not fed or not truth:
         return None
-    sessions = sessionize(fed, cfg)
-    last = sessions[-1]
-    start = len(fed) - len(last)
+    start = query_start(fed, cfg)
+    last = fed[start:]
     bags = long_term_bags(fed, start, last[0].timestamp, enc, cfg)
     rec = _base_record(user, profile_ids, bags, enc, last)
     rec[F.TRUTH] = list(truth)
+    rec[F.HISTORY] = distinct_items(fed)
     return rec
 
 

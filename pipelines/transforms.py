@@ -534,12 +534,17 @@ class MakeExamplesFn(beam.DoFn):
         )
         for rec in records:
             yield beam.pvalue.TaggedOutput(F.TRAIN, self.spec.encode(rec, F.TRAIN))
-        query = S.query_record(user, fed, truth, self.enc, self.cfg, profile_ids)
-        if query is not None:
-            stats["eval_examples"] += 1
-            yield beam.pvalue.TaggedOutput(F.EVAL, self.spec.encode(query, F.EVAL))
-        elif truth:
-            stats["eval_users_without_history"] += 1
+        queries = [(F.EVAL, fed, truth)]
+        if "test_truth" in groups:  # held-out test queries beside the validation split
+            test_fed = next(iter(groups.get("test_fed", [])), [])
+            queries.append((F.TEST, test_fed, next(iter(groups["test_truth"]), [])))
+        for tag, q_fed, q_truth in queries:
+            query = S.query_record(user, q_fed, q_truth, self.enc, self.cfg, profile_ids)
+            if query is not None:
+                stats[f"{tag}_examples"] += 1
+                yield beam.pvalue.TaggedOutput(tag, self.spec.encode(query, F.EVAL))
+            elif q_truth:
+                stats[f"{tag}_users_without_history"] += 1
         yield beam.pvalue.TaggedOutput(STATS, dict(stats))
 
 
@@ -576,8 +581,8 @@ class MakeExamples(beam.PTransform):
             MakeExamplesFn(self.cfg, self.protocol),
             vocabs=beam.pvalue.AsSingleton(self.vocabs),
             test_day_start=test_day_side,
-        ).with_outputs(F.TRAIN, F.EVAL, STATS)
-        return {F.TRAIN: results[F.TRAIN], F.EVAL: results[F.EVAL], STATS: results[STATS]}
+        ).with_outputs(F.TRAIN, F.EVAL, F.TEST, STATS)
+        return {tag: results[tag] for tag in (F.TRAIN, F.EVAL, F.TEST, STATS)}
 
 
 # ---------------------------------------------------------------------------------------------

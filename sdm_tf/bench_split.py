@@ -1,11 +1,14 @@
 """Train and score SDM on any split written by `../shared/bench/prepare.py`.
 
 The split's files go through the project's own pipeline: `events_train.csv` (+ `items.csv`) make
-the training examples and vocabularies; `test_queries.csv` supplies each test user's history, fed
-as that user's latest session plus long-term bags by the same session rules; `test_truth.jsonl`
-is the ground truth. Then it trains, writes the top-K for every test user to predictions.jsonl
-and scores them (with the split's `score.py` when one is found, and always with the same metrics
-from `sdm_tf.evaluation`).
+the training examples and vocabularies, and a validation split is carved from them by the split's
+own protocol (leave-one-out: each user's last training event; time: the last training day);
+`test_queries.csv` supplies each test user's history, fed as that user's latest session plus
+long-term bags by the same session rules; `test_truth.jsonl` is the ground truth. Training keeps
+the best epoch on validation and stops early (`sdm_tf.validation`), which also decides whether
+the user's history is excluded from the ranking. Then the test split is ranked once, for SDM and
+for popularity and item-CF (`sdm_tf.baselines`) under the same history rule, and scored (with the
+split's `score.py` when one is found, and always with `sdm_tf.evaluation`).
 """
 
 from __future__ import annotations
@@ -33,23 +36,28 @@ def read_truth(path: str) -> dict[str, list[str]]:
     return out
 
 
-def read_histories(path: str) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
+def read_events(path: str) -> dict[str, list[str]]:
+    """user -> item ids in file order (prepare.py writes each user's events in time order)."""
+    out: dict[str, list[str]] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            out.setdefault(row["user_id"], set()).add(row["item_id"])
+            out.setdefault(row["user_id"], []).append(row["item_id"])
     return out
 
 
 def preprocess_split(split: str, data_dir: str, extra_args: Sequence[str] = ()) -> dict:
+    """events_train.csv -> train/ + eval/ (the validation split, carved from the training events
+    by the split's own protocol); test_queries.csv + test_truth.jsonl -> test/."""
     from pipelines import preprocess
 
+    with open(os.path.join(split, "split.json")) as f:
+        protocol = json.load(f).get("protocol", "loo")
     args = [
         "--format=csv",
         f"--input={os.path.join(split, 'events_train.csv')}",
-        "--eval_protocol=queries",
-        f"--queries={os.path.join(split, 'test_queries.csv')}",
-        f"--truth={os.path.join(split, 'test_truth.jsonl')}",
+        f"--eval_protocol={'time' if protocol == 'time' else 'loo'}",
+        f"--test_queries={os.path.join(split, 'test_queries.csv')}",
+        f"--test_truth={os.path.join(split, 'test_truth.jsonl')}",
         f"--output_dir={data_dir}",
         # prepare.py already applied the paper's filters to the whole data set; counting again
         # on the training part alone would drop items that the test users need.
@@ -69,6 +77,16 @@ def default_score_script() -> str | None:
     return path if os.path.exists(path) else None
 
 
+def score_with_script(script: str, truth_path: str, pred_path: str, ks: Sequence[int]) -> dict:
+    out = subprocess.run(
+        [sys.executable, script, "--truth", truth_path, "--pred", pred_path, "--k", *map(str, ks)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
 def run(
     split: str,
     output_dir: str,
@@ -78,8 +96,13 @@ def run(
     ks: Sequence[int] = (20, 50, 100),
     preprocess_args: Sequence[str] = (),
     verbose: int | str = 2,
+    baselines: bool = True,
 ) -> dict:
-    """Preprocess, train, predict and score one split. Returns a summary dict."""
+    """Preprocess, train with model selection on validation, then rank and score the test split
+    once, beside popularity and item-CF under the same history rule. Returns a summary dict."""
+    from sdm_tf import baselines as B
+    from sdm_tf import features as F
+
     t0 = time.perf_counter()
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(split, "split.json")) as f:
@@ -89,60 +112,61 @@ def run(
     t1 = time.perf_counter()
     result = training.train(cfg, data_dir, os.path.join(output_dir, "model"), verbose=verbose)
     model = result.pop("model")
+    validation = result.pop("validation") or {}
     t2 = time.perf_counter()
-    if exclude_seen == "auto":
-        # Leave-one-out targets are new items by construction (ratings, reviews); the time
-        # protocol's truth may repeat what was seen earlier that day.
-        exclude_seen = "yes" if split_info.get("protocol") == "loo" else "no"
-    histories = (
-        read_histories(os.path.join(split, "test_queries.csv")) if exclude_seen == "yes" else None
-    )
-    _, predictions, _ = training.evaluate(model, data_dir, ks, exclude_items=histories)
-    truth = read_truth(os.path.join(split, "test_truth.jsonl"))
-    # Test users without a usable history get the most popular items.
-    popular = training.load_item_vocab(data_dir)
+    if exclude_seen == "auto":  # the rule that won on validation
+        exclude_seen = "yes" if validation.get("rule") == "excluded" else "no"
+    exclude = exclude_seen == "yes"
+    _, predictions, _ = training.evaluate(model, data_dir, ks, exclude_seen=exclude, split=F.TEST)
+    truth_path = os.path.join(split, "test_truth.jsonl")
+    truth = read_truth(truth_path)
+    queries = read_events(os.path.join(split, "test_queries.csv"))
     k = max(ks)
-    for user in truth:
-        if user not in predictions:
-            seen = histories.get(user, set()) if histories else set()
-            predictions[user] = [i for i in popular[: k + len(seen)] if i not in seen][:k]
-    pred_path = os.path.join(output_dir, "predictions.jsonl")
-    E.write_predictions(pred_path, {u: predictions[u] for u in truth})
-    metrics = E.retrieval_metrics(truth, predictions, ks)
+    # Test users without a usable history get the most popular items.
+    vocab = training.load_item_vocab(data_dir)  # by descending training frequency
+    fallback = B.popularity_predictions(vocab, queries, truth, k, exclude)
+    predictions = {u: predictions.get(u) or fallback[u] for u in truth}
+    systems = {"SDM": predictions}
     t3 = time.perf_counter()
+    if baselines:
+        train_events = read_events(os.path.join(split, "events_train.csv"))
+        popular = B.popularity(train_events)
+        systems["popularity"] = B.popularity_predictions(popular, queries, truth, k, exclude)
+        systems["item-CF"] = B.itemcf_predictions(train_events, queries, truth, k, exclude)
+    t4 = time.perf_counter()
+    score_script = score_script or default_score_script()
+    table = {}
+    for name, preds in systems.items():
+        slug = {"SDM": "predictions", "item-CF": "itemcf"}.get(name, name)
+        pred_path = os.path.join(output_dir, f"{slug}.jsonl")
+        E.write_predictions(pred_path, preds)
+        table[name] = {"metrics": E.retrieval_metrics(truth, preds, ks)}
+        if score_script:
+            table[name]["score_py"] = score_with_script(score_script, truth_path, pred_path, ks)
     summary = {
         "split": split_info,
-        "preprocess_stats": {k_: stats[k_] for k_ in ("train_examples", "eval_examples", "items")},
+        "preprocess_stats": {
+            k_: stats.get(k_, 0)
+            for k_ in ("train_examples", "eval_examples", "test_examples", "items")
+        },
         "exclude_seen": exclude_seen,
-        "metrics": metrics,
+        "validation": validation,
+        "chosen_epoch": validation.get("best_epoch"),
+        "metrics": table["SDM"]["metrics"],
+        "systems": table,
         "train": {k_: v for k_, v in result.items() if k_ != "history"},
         "final_loss": result["history"].get("loss", [None])[-1] if result["history"] else None,
         "seconds": {
             "preprocess": t1 - t0,
             "train": t2 - t1,
             "predict": t3 - t2,
-            "total": t3 - t0,
+            "baselines": t4 - t3,
+            "total": time.perf_counter() - t0,
         },
         "config": cfg.to_dict(),
     }
-    score_script = score_script or default_score_script()
-    if score_script:
-        out = subprocess.run(
-            [
-                sys.executable,
-                score_script,
-                "--truth",
-                os.path.join(split, "test_truth.jsonl"),
-                "--pred",
-                pred_path,
-                "--k",
-                *map(str, ks),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        summary["score_py"] = json.loads(out.stdout)
+    if "score_py" in table["SDM"]:
+        summary["score_py"] = table["SDM"]["score_py"]
     with open(os.path.join(output_dir, "bench_summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary

@@ -48,6 +48,8 @@ class ModelConfig:
       use_lstm, use_self_attention, use_user_attention, use_long_term, use_side_info: the blocks.
       fusion: how short- and long-term combine: "gate" (eq. 13-14), "add", "concat", "multiply".
       tied_output: share the item input embedding as the softmax table (needs item_dim == dim).
+      temperature: 0: scores are inner products (the paper's); > 0: user vectors and item rows
+        are L2-normalised and scores are cosines divided by the temperature.
       num_sampled: negatives of the sampled softmax.
       next_n: labels per position (1: next item; N: PSDMMAL-N).
       loss_positions: "all" valid positions of the session, or the "last" one only.
@@ -70,6 +72,7 @@ class ModelConfig:
     use_side_info: bool = True
     fusion: str = "gate"
     tied_output: bool = False
+    temperature: float = 0.0
     num_sampled: int = 1000
     next_n: int = 1
     loss_positions: str = "all"
@@ -83,6 +86,8 @@ class ModelConfig:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.tied_output and self.item_dim != self.dim:
             raise ValueError("tied_output needs item_dim == dim")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0 (0: plain inner product)")
         if self.next_n < 1 or self.num_sampled < 1 or self.num_lstm_layers < 0:
             raise ValueError("next_n, num_sampled must be >= 1 and num_lstm_layers >= 0")
         if not (self.use_lstm or self.use_self_attention):
@@ -91,16 +96,32 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Optimisation and input (paper §4.4: Adam 1e-3, clip 5, batch 256)."""
+    """Optimisation and input (paper §4.4: Adam 1e-3, clip 5, batch 256).
+
+    With a validation split (a data directory with test/), training keeps the weights of the
+    best epoch by `validation_metric` and stops after `patience` epochs without improvement
+    (0: never stops early); `epochs` is then the most epochs. `epochs` = 0 (the default) means
+    `EPOCHS_WITH_VALIDATION` with a validation split and `EPOCHS_WITHOUT` without one.
+    """
 
     batch_size: int = 256
     learning_rate: float = 1e-3
     clipnorm: float = 5.0
-    epochs: int = 10
+    epochs: int = 0
     steps_per_epoch: int = 0  # 0: one pass over the data
     shuffle_buffer: int = 10_000
     bucket_boundaries: tuple[int, ...] = (4, 8, 16, 32)
     seed: int = 0
+    validation_metric: str = "NDCG@50"
+    patience: int = 10
+
+    EPOCHS_WITH_VALIDATION: typing.ClassVar[int] = 200
+    EPOCHS_WITHOUT: typing.ClassVar[int] = 10
+
+    def resolved_epochs(self, validating: bool) -> int:
+        if self.epochs:
+            return self.epochs
+        return self.EPOCHS_WITH_VALIDATION if validating else self.EPOCHS_WITHOUT
 
 
 @dataclasses.dataclass
@@ -128,7 +149,22 @@ class ExperimentConfig:
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # §4.4 offline: d = 64, 4 heads.
+    # What the launchers run unless told otherwise: the paper's offline sizes and architecture
+    # with the training recipe chosen on validation splits (docs/results.md): the softmax table
+    # tied to the item input embedding, dropout 0.5 on the LSTM outputs and the input
+    # embeddings, batch 128, and early stopping on validation where the data has a split.
+    "default": {
+        "model": {
+            "dim": 64,
+            "item_dim": 64,
+            "num_heads": 4,
+            "tied_output": True,
+            "lstm_dropout": 0.5,
+            "embedding_dropout": 0.5,
+        },
+        "train": {"batch_size": 128},
+    },
+    # §4.4 offline: d = 64, 4 heads, the paper's dropout (0.2) and batch (256).
     "paper_offline": {"model": {"dim": 64, "item_dim": 64, "num_heads": 4}, "train": {}},
     # §4.4 online: d = 128, 8 heads.
     "paper_online": {

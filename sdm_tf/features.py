@@ -29,6 +29,7 @@ profile_<p>            int64      []          user profile feature p
 label                  int64      [L]         (train) next item after each position
 label_next_n           int64      [L, N]      (train) next N items after each position, 0-padded
 truth                  string     [T]         (eval) raw ids of the ground-truth items
+history                string     [H]         (eval) distinct raw ids of every fed item, in order
 =====================  =========  ==========  ===========================================
 """
 
@@ -54,6 +55,9 @@ DEFAULT_PROFILE_FEATURES: tuple[str, ...] = ("age", "gender", "life_stage")
 TRAIN = "train"
 EVAL = "eval"
 KINDS = (TRAIN, EVAL)
+# Directory of the held-out test queries (EVAL layout). With a test set, eval/ is the validation
+# split carved from the training events, and test/ is scored once, at the end.
+TEST = "test"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +138,7 @@ LENGTH = "length"
 LABEL = "label"
 LABEL_NEXT_N = "label_next_n"
 TRUTH = "truth"
+HISTORY = "history"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +179,7 @@ class FeatureSpec:
                 FeatureDef(LABEL_NEXT_N, "int64", (None, d.next_n)),
             ]
         else:
-            out += [FeatureDef(TRUTH, "string", (None,))]
+            out += [FeatureDef(TRUTH, "string", (None,)), FeatureDef(HISTORY, "string", (None,))]
         return {f.name: f for f in out}
 
     def model_input_keys(self) -> list[str]:

@@ -148,16 +148,28 @@ class SDM(tfrs.models.Model):
 
     @property
     def item_table(self) -> tf.Tensor:
-        """V: [num_items, d], row c is the item with id c + NUM_RESERVED."""
+        """V: [num_items, d], row c is the item with id c + NUM_RESERVED (unit rows when
+        `temperature` > 0)."""
         if self.cfg.tied_output:
             self.tower.embeddings.embed(F.ITEM, tf.constant([0], tf.int64))  # builds the tables
-            return self.tower.embeddings.tables[F.ITEM][F.NUM_RESERVED :]
-        return self.output_embeddings
+            table = self.tower.embeddings.tables[F.ITEM][F.NUM_RESERVED :]
+        else:
+            table = self.output_embeddings
+        if self.cfg.temperature > 0:
+            table = tf.math.l2_normalize(table, axis=-1)
+        return table
+
+    def user_vectors(self, outputs: tf.Tensor) -> tf.Tensor:
+        """Tower outputs [..., d] -> the vectors scored against `item_table` (with `temperature`
+        > 0: unit length, divided by the temperature, so scores are cosine / temperature)."""
+        if self.cfg.temperature > 0:
+            return tf.math.l2_normalize(outputs, axis=-1) / self.cfg.temperature
+        return outputs
 
     def call(self, inputs: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
         """The user vector after the sequence: [B, d]."""
         outputs = self.tower(inputs, training=training)
-        return self.tower.last(outputs, inputs[F.LENGTH])
+        return self.user_vectors(self.tower.last(outputs, inputs[F.LENGTH]))
 
     def loss_mask(self, length: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
         length = tf.cast(length, tf.int32)
@@ -176,7 +188,7 @@ class SDM(tfrs.models.Model):
         return labels - F.NUM_RESERVED
 
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
-        outputs = self.tower(inputs, training=training)  # [B, T, d]
+        outputs = self.user_vectors(self.tower(inputs, training=training))  # [B, T, d]
         labels = self.labels(inputs)
         mask = self.loss_mask(inputs[F.LENGTH], tf.shape(outputs)[1])
         mask = tf.logical_and(mask, labels[..., 0] >= 0)
@@ -198,7 +210,15 @@ class SDM(tfrs.models.Model):
             sampled_values=sampled_values,
             remove_accidental_hits=True,
         )
-        return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.shape(losses)[0], losses.dtype), 1.0)
+        # The mean over every position of the global batch. Under a synchronous strategy Keras
+        # sums the replicas' gradients (and, by default, their logged losses), so each replica
+        # divides its own sum by the global count: N replicas step as one device does on the
+        # whole batch, and the log shows the global batch's loss.
+        count = tf.cast(tf.shape(losses)[0], losses.dtype)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        return tf.reduce_sum(losses) / tf.maximum(count, 1.0)
 
     def score(self, user_vectors: tf.Tensor) -> tf.Tensor:
         """Exact scores against every item: [B, num_items]."""

@@ -105,11 +105,10 @@ class Retriever:
         features = self.spec.item_features
         if all(e.timestamp is not None for e in req.events):
             events = S.sort_events(events)
-            last = S.sessionize(events, self.session_cfg)[-1]
+            start = S.query_start(events, self.session_cfg)
+            last = events[start:]
             values = {f: (lambda e, f=f: self._value(e, f) or None) for f in features}
-            bags = S.recent_distinct(
-                events, len(events) - len(last), last[0].timestamp, values, self.session_cfg
-            )
+            bags = S.recent_distinct(events, start, last[0].timestamp, values, self.session_cfg)
         else:
             last = events[-self.spec.max_session_length :]
             bags = {f: [] for f in features}

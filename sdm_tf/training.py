@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ import tensorflow as tf
 from sdm_tf import config as C
 from sdm_tf import evaluation as E
 from sdm_tf import features as F
+from sdm_tf import validation as V
 from sdm_tf.input import InputReader
 from sdm_tf.model import SDM
 
@@ -129,9 +131,24 @@ def train(
     steps = steps_per_epoch(data_dir, cfg)
     start = time.perf_counter()
     history = {}
-    if initial_epoch < cfg.train.epochs:
+    callbacks = [
+        _EpochCheckpoint(manager, epoch),
+        tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+    ]
+    is_ps = isinstance(strategy, tf.distribute.ParameterServerStrategy)
+    validating = V.has_validation(data_dir) and not is_ps  # under PS: the evaluator task
+    if validating:
+        callbacks.insert(
+            0,
+            V.RetrievalValidation(
+                data_dir, model_dir, cfg.train.validation_metric, cfg.train.patience or 10**9
+            ),
+        )
+    done = validating and (V.load_state(model_dir) or {}).get("stopped_early")
+    epochs = cfg.train.resolved_epochs(validating)
+    if initial_epoch < epochs and not done:
         reader = train_reader(data_dir, spec, cfg)
-        if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        if is_ps:
             # Each worker builds its own input (and reads its own shard) from the InputContext.
             data = tf.keras.utils.experimental.DatasetCreator(reader)
             verbose = 2 if verbose == 1 else verbose  # Keras allows no progress bar here
@@ -139,34 +156,37 @@ def train(
             data = reader()
         h = model.fit(
             data,
-            epochs=cfg.train.epochs,
+            epochs=epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
-            callbacks=[
-                _EpochCheckpoint(manager, epoch),
-                tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-            ],
+            callbacks=callbacks,
             verbose=verbose,
         )
         history = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+    elif validating:
+        V.restore_best(model, model_dir)
     return {
         "initial_epoch": initial_epoch,
-        "epochs": cfg.train.epochs,
+        "epochs": epochs,
         "steps_per_epoch": steps,
         "train_seconds": time.perf_counter() - start,
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "history": history,
+        "validation": V.load_state(model_dir) if validating else None,
         "model": model,
     }
 
 
 def restore(model_dir: str) -> SDM:
-    """The model of `model_dir` at its latest checkpoint."""
+    """The model of `model_dir`: the best epoch on validation where training had a validation
+    split, else the latest checkpoint."""
     cfg = C.load_config(model_dir)
     with tf.io.gfile.GFile(os.path.join(model_dir, "dataset_spec.json")) as f:
         spec = F.DatasetSpec.from_json(f.read())
     model = SDM(spec, cfg.model)
     model(dummy_inputs(spec))
+    if V.restore_best(model, model_dir):
+        return model
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
     if latest is None:
         raise FileNotFoundError(f"no checkpoint in {model_dir}/{CHECKPOINT_DIR}")
@@ -174,35 +194,92 @@ def restore(model_dir: str) -> SDM:
     return model
 
 
-def eval_batches(data_dir: str, spec: F.DatasetSpec, batch_size: int = 512) -> tf.data.Dataset:
+def eval_batches(
+    data_dir: str, spec: F.DatasetSpec, batch_size: int = 512, split: str = F.EVAL
+) -> tf.data.Dataset:
+    """Batches of `split` (eval/: validation or the eval protocol's queries; test/: held out),
+    by length buckets: results are keyed by user, so file order does not matter."""
     return InputReader(
-        pattern=os.path.join(data_dir, F.EVAL, "*.tfrecord.gz"),
+        pattern=os.path.join(data_dir, split, "*.tfrecord.gz"),
         spec=F.FeatureSpec(spec),
         kind=F.EVAL,
         batch_size=batch_size,
         training=False,
+        bucket_eval=True,
     )()
 
 
-def user_vectors(model: SDM, data_dir: str, batch_size: int = 512):
-    """For every eval example: (user ids, [U, d] vectors, truth lists, seen classes)."""
-    users, vectors, truth, seen = [], [], [], []
+_PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _predict_fn(model: SDM):
+    """The model's inference function, traced once per model (validation calls it every epoch).
+    One trace for every batch shape: sequence and bag lengths vary from batch to batch."""
+    if model not in _PREDICT_FNS:
+        signature = F.FeatureSpec(model.dataset).model_input_signature()
+        _PREDICT_FNS[model] = tf.function(
+            lambda x: model(x, training=False), input_signature=[signature]
+        )
+    return _PREDICT_FNS[model]
+
+
+def user_vectors(
+    model: SDM,
+    data_dir: str,
+    batch_size: int = 512,
+    split: str = F.EVAL,
+    batches: Iterable[Mapping[str, tf.Tensor]] | None = None,
+):
+    """For every example of `split`: (user ids, [U, d] vectors, truth lists, fed-history lists).
+
+    `batches`: the split's batches already read (e.g. a list kept across validation epochs)."""
+    users, vectors, truth, history = [], [], [], []
     keys = F.FeatureSpec(model.dataset).model_input_keys()
-    # One trace for every batch shape: sequence and bag lengths vary from batch to batch.
-    signature = F.FeatureSpec(model.dataset).model_input_signature()
-    predict = tf.function(lambda x: model(x, training=False), input_signature=[signature])
-    for batch in eval_batches(data_dir, model.dataset, batch_size):
+    predict = _predict_fn(model)
+    if batches is None:
+        batches = eval_batches(data_dir, model.dataset, batch_size, split)
+    for batch in batches:
         vectors.append(predict({k: batch[k] for k in keys}).numpy())
         users += [u.decode() for u in batch[F.USER_ID].numpy()]
         truth += [[t.decode() for t in row if t] for row in batch[F.TRUTH].numpy()]
-        hist = np.concatenate(
-            [batch[F.short_key(F.ITEM)].numpy(), batch[F.long_key(F.ITEM)].numpy()], axis=1
-        )
-        seen += [
-            sorted({int(c) - F.NUM_RESERVED for c in row if c >= F.NUM_RESERVED}) for row in hist
-        ]
+        history += [[t.decode() for t in row if t] for row in batch[F.HISTORY].numpy()]
     dim = model.cfg.dim
-    return users, (np.concatenate(vectors) if vectors else np.zeros([0, dim])), truth, seen
+    return users, (np.concatenate(vectors) if vectors else np.zeros([0, dim])), truth, history
+
+
+def rank(
+    model: SDM,
+    vocab: Sequence[str],
+    vecs: np.ndarray,
+    exclude: Sequence[Iterable[str]] | None,
+    k: int,
+    block: int = 2048,
+) -> list[list[str]]:
+    """Exact top-k raw item ids for each user vector; `exclude[u]` raw ids are never returned."""
+    index = {item: c for c, item in enumerate(vocab)}
+    table, bias = model.item_table, model.output_bias
+    k = min(k, len(vocab))
+    out = []
+    for start in range(0, len(vecs), block):
+        scores = tf.matmul(tf.constant(vecs[start : start + block]), table, transpose_b=True) + bias
+        if exclude is not None:
+            cells = [
+                (r, index[i])
+                for r, row in enumerate(exclude[start : start + block])
+                for i in set(row)
+                if i in index
+            ]
+            if cells:
+                scores = tf.tensor_scatter_nd_update(
+                    scores, tf.constant(cells, tf.int32), tf.fill([len(cells)], -np.inf)
+                )
+        values, top = tf.math.top_k(scores, k)
+        # Fewer than k items left after the exclusion: the list ends early.
+        out += [
+            [vocab[c] for c, v in zip(row, vals) if v != -np.inf]
+            for row, vals in zip(top.numpy(), values.numpy())
+        ]
+    return out
 
 
 def evaluate(
@@ -212,28 +289,25 @@ def evaluate(
     exclude_seen: bool = False,
     exclude_items: Mapping[str, Iterable[str]] | None = None,
     batch_size: int = 512,
+    split: str = F.EVAL,
 ) -> tuple[dict, dict[str, list[str]], dict[str, list[str]]]:
-    """Exact top-K over all items for every eval example.
+    """Exact top-K over all items for every example of `split`.
 
-    exclude_seen: never return items of the example's own short- and long-term features.
-    exclude_items: user -> raw item ids never to return to that user (e.g. the full history).
+    exclude_seen: never return items of the user's fed history (every item fed, not only the
+      short-term session and bags the model sees).
+    exclude_items: user -> raw item ids never to return to that user.
     Returns (metrics, predictions, truth); predictions hold the top max(ks) raw item ids.
     """
     vocab = load_item_vocab(data_dir)
-    users, vecs, truth_lists, seen = user_vectors(model, data_dir, batch_size)
+    users, vecs, truth_lists, history = user_vectors(model, data_dir, batch_size, split)
     exclude = None
     if exclude_seen or exclude_items:
-        index = {item: c for c, item in enumerate(vocab)}
-        exclude = []
-        for u, s in zip(users, seen):
-            classes = set(s) if exclude_seen else set()
-            if exclude_items:
-                classes.update(index[i] for i in exclude_items.get(u, ()) if i in index)
-            exclude.append(sorted(classes))
-    classes = E.top_k(
-        vecs, model.item_table.numpy(), model.output_bias.numpy(), max(ks), exclude=exclude
-    )
-    predictions = {u: [vocab[c] for c in row] for u, row in zip(users, classes)}
+        exclude = [
+            set(h if exclude_seen else ()) | set((exclude_items or {}).get(u, ()))
+            for u, h in zip(users, history)
+        ]
+    ranked = rank(model, vocab, vecs, exclude, max(ks))
+    predictions = dict(zip(users, ranked))
     truth = dict(zip(users, truth_lists))
     metrics = E.retrieval_metrics(truth, predictions, ks)
     return metrics, predictions, truth

@@ -11,6 +11,7 @@ from tests.conftest import shared_path
 
 def test_bench_split_end_to_end(tmp_path):
     prepare = shared_path("bench", "prepare.py")
+    itemcf = shared_path("bench", "itemcf.py")
     data = shared_path("data", "taobao_sample", "UserBehavior.csv")
     split = tmp_path / "split"
     subprocess.run(
@@ -18,18 +19,32 @@ def test_bench_split_end_to_end(tmp_path):
          "--out", str(split), "--protocol", "time", "--min-item-count", "2"],
         check=True, capture_output=True,
     )  # fmt: skip
-    cfg = C.get_config("smoke", "PSDMMAL-N", ["train.epochs=1", "train.steps_per_epoch=3"])
+    cfg = C.get_config("smoke", "PSDMMAL-N", ["train.epochs=2", "train.steps_per_epoch=3"])
+    out = tmp_path / "out"
     summary = bench_split.run(
-        str(split), str(tmp_path / "out"), cfg, preprocess_args=["--direct_running_mode=in_memory"]
+        str(split), str(out), cfg, preprocess_args=["--direct_running_mode=in_memory"]
     )
     truth = [json.loads(x) for x in (split / "test_truth.jsonl").read_text().splitlines()]
     preds = {
         p["user_id"]: p["items"]
-        for p in map(json.loads, (tmp_path / "out" / "predictions.jsonl").read_text().splitlines())
+        for p in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())
     }
     assert set(preds) == {t["user_id"] for t in truth}
     assert all(len(items) == 100 for items in preds.values())
-    assert summary["exclude_seen"] == "no"  # time protocol: repeats are legitimate truth
+    # Validation ran every epoch on the last training day, and chose the history rule.
+    val = summary["validation"]
+    assert [p["epoch"] for p in val["curve"]] == [1, 2] and summary["chosen_epoch"] in (1, 2)
+    assert summary["exclude_seen"] == {"excluded": "yes", "kept": "no"}[val["rule"]]
+    assert summary["preprocess_stats"]["eval_examples"] > 0
+    assert summary["preprocess_stats"]["test_examples"] > 0
+    # The baselines ran under the same rule, and item-CF is the reference's, to the list.
+    flag = ["--exclude-seen"] if summary["exclude_seen"] == "yes" else []
+    subprocess.run(
+        [sys.executable, str(itemcf), str(split), str(tmp_path / "ref"), *flag], check=True
+    )
+    assert (out / "itemcf.jsonl").read_text() == (tmp_path / "ref.itemcf.jsonl").read_text()
+    assert set(summary["systems"]) == {"SDM", "popularity", "item-CF"}
     # score.py's numbers and ours agree.
-    for key in ("HitRate@50", "Recall@20", "NDCG@100"):
-        assert abs(summary["score_py"][key] - summary["metrics"][key]) < 1e-12
+    for system in summary["systems"].values():
+        for key in ("HitRate@50", "Recall@20", "NDCG@100"):
+            assert abs(system["score_py"][key] - system["metrics"][key]) < 1e-12

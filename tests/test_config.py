@@ -50,3 +50,23 @@ def test_config_round_trips_through_the_model_dir(tmp_path):
     cfg = C.get_config("smoke", "PSDMMAL-N", ["train.bucket_boundaries=3:6"])
     C.save_config(cfg, str(tmp_path))
     assert C.load_config(str(tmp_path)) == cfg
+
+
+def test_the_default_preset_is_the_paper_architecture_with_the_validated_recipe():
+    cfg = C.get_config("default", "PSDMMAL-N")
+    off = C.get_config("paper_offline", "PSDMMAL-N")
+    assert (cfg.model.dim, cfg.model.item_dim, cfg.model.num_heads) == (64, 64, 4)
+    assert cfg.model.tied_output and cfg.model.lstm_dropout == cfg.model.embedding_dropout == 0.5
+    assert cfg.train.batch_size == 128
+    # Blocks, fusion and objective are the paper's.
+    for field in ("use_lstm", "use_self_attention", "use_user_attention", "use_long_term",
+                  "fusion", "num_lstm_layers", "next_n", "num_sampled"):  # fmt: skip
+        assert getattr(cfg.model, field) == getattr(off.model, field), field
+
+
+def test_epochs_zero_means_early_stopping_with_validation():
+    train = C.get_config("default").train
+    assert train.epochs == 0 and train.patience == 10
+    assert train.resolved_epochs(validating=True) == C.TrainConfig.EPOCHS_WITH_VALIDATION == 200
+    assert train.resolved_epochs(validating=False) == C.TrainConfig.EPOCHS_WITHOUT == 10
+    assert C.get_config("default", overrides=["train.epochs=7"]).train.resolved_epochs(True) == 7

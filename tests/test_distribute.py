@@ -50,3 +50,20 @@ def test_ps_training_shards_tables_and_learns(preprocessed_dir, trained_model_di
     # The PS-trained model restores on one device and exports to the same signature.
     assert report["same_signature"] and report["same_outputs"]
     assert report["restored_equals_trained"]
+
+
+def test_mirrored_step_equals_one_device_step(preprocessed_dir, tmp_path):
+    """Two logical CPUs under MirroredStrategy move the weights as one device does on the whole
+    batch (the loss is the global batch's mean, not N per-replica means summed); see
+    tests/mirrored_check.py."""
+    out = tmp_path / "report.json"
+    check = pathlib.Path(__file__).with_name("mirrored_check.py")
+    proc = subprocess.run(
+        [sys.executable, str(check), str(preprocessed_dir), str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["max_step"] > 1e-3  # the step moved the weights
+    assert report["max_diff"] < 1e-5 * max(1.0, report["max_step"]), report
+    assert report["loss"][1] == pytest.approx(report["loss"][0], rel=1e-5)

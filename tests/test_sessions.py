@@ -147,6 +147,21 @@ def test_query_record_feeds_the_latest_session():
     assert S.query_record("u", [], ["5"], enc, CFG, {}) is None
 
 
+def test_query_of_a_session_longer_than_the_cap_is_its_last_window():
+    # One session of 5 events, cap 3: training chunks are [1 2 3] [4 5]; a query feeds the last
+    # 3 events (3 4 5), not the 2-event remainder, and the events before it go to the bags.
+    cfg = S.SessionConfig(max_session_length=3)
+    fed = [ev(i, T0 + i) for i in range(1, 6)]
+    assert lengths(fed, cfg) == [3, 2]
+    assert S.query_start(fed, cfg) == 2
+    rec = S.query_record("u", fed, ["9"], _encoder(), cfg, {})
+    assert rec[F.LENGTH] == 3 and rec[F.HISTORY] == ["1", "2", "3", "4", "5"]
+    # A gap still ends the session: a 1-event last session stays a 1-event query.
+    fed2 = fed + [ev(6, T0 + 10_000)]
+    assert S.query_start(fed2, cfg) == 5
+    assert S.query_start(fed[:1], cfg) == 0
+
+
 def test_split_time_feeds_a_quarter_of_the_test_day():
     day = T0 + 3 * S.DAY
     events = [ev("a", day - 100)] + [ev(x, day + i) for i, x in enumerate("bcdbe")]

@@ -200,6 +200,46 @@ def test_make_examples_loo():
         )
 
 
+def test_make_examples_writes_held_out_test_queries_beside_validation():
+    # Training events a,b,c,b: loo carves the last b as validation; the test query feeds all four
+    # (its history holds each item once, in order) and asks for c.
+    events = [ev("u", x, T0 + 10 * i) for i, x in enumerate(["a", "b", "c", "b"])]
+    grouped = [
+        ("u", {"events": [events], "test_fed": [events], "test_truth": [["c"]]}),
+        ("w", {"test_truth": [["a"]]}),  # a test user with nothing fed: counted, no record
+    ]
+    with TestPipeline() as p:
+        vocabs = p | "V" >> beam.Create([{**_vocabs(), "profile_features": []}])
+        out = p | beam.Create(grouped) | T.MakeExamples(S.SessionConfig(next_n=2), "loo", vocabs)
+
+        def fields(serialized):
+            import tensorflow as tf
+
+            f = tf.train.Example.FromString(serialized).features.feature
+            return (
+                list(f[F.short_key(F.ITEM)].int64_list.value),
+                list(f[F.TRUTH].bytes_list.value),
+                list(f[F.HISTORY].bytes_list.value),
+            )
+
+        assert_that(
+            out[F.EVAL] | "E" >> beam.Map(fields),
+            equal_to([([2, 3, 4], [b"b"], [b"a", b"b", b"c"])]),
+            label="validation",
+        )
+        assert_that(
+            out[F.TEST] | "T" >> beam.Map(fields),
+            equal_to([([2, 3, 4, 3], [b"c"], [b"a", b"b", b"c"])]),
+            label="test",
+        )
+        counts = (
+            out[T.STATS]
+            | beam.CombineGlobally(T.CounterCombineFn())
+            | beam.Map(lambda c: (c["test_examples"], c["test_users_without_history"]))
+        )
+        assert_that(counts, equal_to([(1, 1)]), label="stats")
+
+
 def test_make_examples_time_protocol_uses_the_global_last_day():
     day = T0 + 2 * S.DAY
     u = [ev("u", "a", T0), ev("u", "b", T0 + 10)] + [

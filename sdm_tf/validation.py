@@ -1,0 +1,135 @@
+"""Model selection on a validation split: retrieval metrics per epoch, best checkpoint, early stop.
+
+The validation split is `eval/` of a data directory whose held-out test queries live in `test/`
+(`pipelines.preprocess --test_queries ...`, what `launch.bench_split` does), so epochs, the
+history rule and every default are chosen without reading the test split.
+
+Each validation ranks all items twice, with the user's fed history kept and excluded, because
+whether users come back to the same items is a property of the data: on leave-one-out review or
+rating data the target is new by construction, on click logs repeats are much of the truth. The
+rule that scores higher at the best epoch is the one the test split is ranked with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from sdm_tf import evaluation as E
+from sdm_tf import features as F
+
+RULES = ("kept", "excluded")  # the user's fed history: ranked as any item / never returned
+BEST_DIR = "best"
+STATE_FILE = "validation.json"
+
+
+def validate(
+    model, data_dir: str, ks: Sequence[int] = (20, 50), batches: list | None = None
+) -> dict[str, dict]:
+    """Metrics on `eval/` under both history rules: {"kept": {...}, "excluded": {...}}.
+
+    `batches`: eval/ already read (`read_validation`), to parse it once for every epoch."""
+    from sdm_tf import training  # training imports this module
+
+    vocab = training.load_item_vocab(data_dir)
+    users, vecs, truth_lists, history = training.user_vectors(model, data_dir, batches=batches)
+    truth = dict(zip(users, truth_lists))
+    out = {}
+    for rule in RULES:
+        ranked = training.rank(model, vocab, vecs, history if rule == "excluded" else None, max(ks))
+        out[rule] = E.retrieval_metrics(truth, dict(zip(users, ranked)), ks)
+    return out
+
+
+class RetrievalValidation(tf.keras.callbacks.Callback):
+    """Scores `eval/` after every epoch, keeps the best weights, stops after `patience` epochs
+    without improvement, and restores the best weights when training ends.
+
+    The best weights are also written to `model_dir/best/` and the curve to
+    `model_dir/validation.json`, so a resumed run continues the same selection.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        model_dir: str,
+        metric: str = "NDCG@50",
+        patience: int = 5,
+        ks: Sequence[int] = (20, 50),
+    ):
+        super().__init__()
+        self.data_dir = data_dir
+        self.model_dir = model_dir
+        self.metric = metric
+        self.patience = patience
+        self.ks = tuple(sorted(set(ks) | {int(metric.split("@")[1])}))
+        self.state = load_state(model_dir) or {
+            "metric": metric,
+            "best_epoch": 0,
+            "best": -1.0,
+            "rule": None,
+            "curve": [],
+        }
+
+        self._batches: list | None = None
+
+    @property
+    def best_prefix(self) -> str:
+        return os.path.join(self.model_dir, BEST_DIR, "ckpt")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._batches is None:
+            from sdm_tf import training
+
+            self._batches = list(training.eval_batches(self.data_dir, self.model.dataset))
+        result = validate(self.model, self.data_dir, self.ks, self._batches)
+        rule = max(RULES, key=lambda r: result[r][self.metric])
+        value = result[rule][self.metric]
+        point = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", float("nan")))}
+        for r in RULES:
+            point.update({f"{r}/{k}": v for k, v in result[r].items() if k != "users"})
+        self.state["curve"].append(point)
+        if value > self.state["best"]:
+            self.state.update(best=value, best_epoch=epoch + 1, rule=rule)
+            tf.train.Checkpoint(model=self.model).write(self.best_prefix)
+        elif epoch + 1 - self.state["best_epoch"] >= self.patience:
+            self.model.stop_training = True
+            self.state["stopped_early"] = True
+        save_state(self.model_dir, self.state)
+        if logs is not None:
+            logs[f"val_{self.metric}"] = value
+
+    def on_train_end(self, logs=None):
+        restore_best(self.model, self.model_dir)
+
+
+def load_state(model_dir: str) -> dict | None:
+    path = os.path.join(model_dir, STATE_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def save_state(model_dir: str, state: dict) -> None:
+    with tf.io.gfile.GFile(os.path.join(model_dir, STATE_FILE), "w") as f:
+        f.write(json.dumps(state, indent=1))
+
+
+def restore_best(model, model_dir: str) -> bool:
+    """Loads `model_dir/best/` into `model`; False when there is none."""
+    prefix = os.path.join(model_dir, BEST_DIR, "ckpt")
+    if not tf.io.gfile.exists(prefix + ".index"):
+        return False
+    tf.train.Checkpoint(model=model).read(prefix).expect_partial()
+    return True
+
+
+def has_validation(data_dir: str) -> bool:
+    """A validation split exists when eval/ holds examples and test/ holds the test queries."""
+    return bool(tf.io.gfile.glob(os.path.join(data_dir, F.TEST, "*.tfrecord.gz"))) and bool(
+        tf.io.gfile.glob(os.path.join(data_dir, F.EVAL, "*.tfrecord.gz"))
+    )

@@ -1,0 +1,94 @@
+"""Model selection on a validation split: both history rules, best epoch, early stop, resume."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sdm_tf import config as C
+from sdm_tf import features as F
+from sdm_tf import training
+from sdm_tf import validation as V
+from tests.conftest import IN_MEMORY
+
+
+@pytest.fixture(scope="module")
+def split_dir(synthetic_dir, tmp_path_factory):
+    """The synthetic log as a leave-one-out split: validation in eval/, test queries in test/."""
+    import csv
+
+    from pipelines import preprocess
+
+    columns = ["user_id", "item_id", "category", "behavior", "timestamp"]  # Taobao layout
+    rows = [dict(zip(columns, r)) for r in csv.reader(open(synthetic_dir / "events.csv"))]
+    per_user: dict = {}
+    for r in rows:
+        per_user.setdefault(r["user_id"], []).append(r)
+    out = tmp_path_factory.mktemp("split")
+    train, queries, truth = [], [], []
+    for user, evs in per_user.items():
+        evs.sort(key=lambda r: int(r["timestamp"]))
+        train += evs[:-1]
+        if len(evs) >= 3:
+            queries += evs[:-1]
+            truth.append({"user_id": user, "items": [evs[-1]["item_id"]]})
+    for name, part in (("train.csv", train), ("queries.csv", queries)):
+        with open(out / name, "w", newline="") as f:
+            w = csv.DictWriter(f, columns)
+            w.writeheader()
+            w.writerows(part)
+    (out / "truth.jsonl").write_text("".join(json.dumps(t) + "\n" for t in truth))
+    data = out / "data"
+    preprocess.run(
+        [f"--input={out / 'train.csv'}", "--format=csv", "--eval_protocol=loo",
+         f"--test_queries={out / 'queries.csv'}", f"--test_truth={out / 'truth.jsonl'}",
+         f"--output_dir={data}", "--min_item_count=1", "--num_shards=1", *IN_MEMORY]
+    )  # fmt: skip
+    return data
+
+
+def smoke(*overrides):
+    return C.get_config("smoke", "PSDMMAL", ["train.steps_per_epoch=10", *overrides])
+
+
+def test_the_data_has_a_validation_split(split_dir, preprocessed_dir):
+    assert V.has_validation(str(split_dir))
+    assert not V.has_validation(str(preprocessed_dir))  # eval/ there is the test protocol's
+
+
+def test_validation_keeps_the_best_epoch_and_stops_early(split_dir, tmp_path):
+    cfg = smoke("train.epochs=6", "train.patience=2")
+    result = training.train(cfg, str(split_dir), str(tmp_path), verbose=0)
+    state = result["validation"]
+    curve = state["curve"]
+    assert [p["epoch"] for p in curve] == list(range(1, len(curve) + 1))
+    scores = [max(p[f"{r}/NDCG@50"] for r in V.RULES) for p in curve]
+    best = int(np.argmax(scores))
+    assert state["best_epoch"] == best + 1 and state["best"] == pytest.approx(scores[best])
+    assert state["rule"] in V.RULES
+    if len(curve) < 6:  # stopped: the last `patience` epochs did not improve
+        assert state["stopped_early"] and len(curve) - state["best_epoch"] == 2
+    # The model in hand, and the one restore() loads, are the best epoch's: same scores.
+    again = V.validate(result["model"], str(split_dir), (50,))
+    assert again[state["rule"]]["NDCG@50"] == pytest.approx(state["best"], abs=1e-9)
+    restored = V.validate(training.restore(str(tmp_path)), str(split_dir), (50,))
+    assert restored[state["rule"]]["NDCG@50"] == pytest.approx(state["best"], abs=1e-9)
+
+
+def test_excluded_rule_never_returns_history(split_dir, tmp_path):
+    training.train(smoke("train.epochs=1"), str(split_dir), str(tmp_path), verbose=0)
+    model = training.restore(str(tmp_path))
+    users, _, _, history = training.user_vectors(model, str(split_dir), split=F.TEST)
+    _, pred, _ = training.evaluate(model, str(split_dir), [20], exclude_seen=True, split=F.TEST)
+    assert len(pred) == len(users) and any(history)
+    for user, items in zip(users, history):
+        assert len(pred[user]) == 20 and not set(pred[user]) & set(items)
+
+
+def test_rank_ends_early_when_too_few_items_remain(split_dir, tmp_path):
+    training.train(smoke("train.epochs=1"), str(split_dir), str(tmp_path), verbose=0)
+    model = training.restore(str(tmp_path))
+    vocab = training.load_item_vocab(str(split_dir))
+    vecs = np.zeros([1, model.cfg.dim], np.float32)
+    ranked = training.rank(model, vocab, vecs, [vocab[2:]], k=10)
+    assert sorted(ranked[0]) == sorted(vocab[:2])
