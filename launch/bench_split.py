@@ -36,22 +36,26 @@ PIPELINE_ARGS = flags.DEFINE_multi_string(
 def main(argv):
     del argv
     common.require(SPLIT, OUTPUT_DIR)
-    if not BEAM_LOGS.value:  # the workers' chatter is relayed through these loggers at INFO
+    pipeline_args = list(PIPELINE_ARGS.value)
+    if not BEAM_LOGS.value:  # the workers' chatter: relayed at INFO here, logged by each worker
         for name in ("apache_beam", "tensorflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        pipeline_args.append("--default_sdk_harness_log_level=WARNING")
     summary = bench_split.run(
         SPLIT.value,
         OUTPUT_DIR.value,
         common.experiment_config(),
         exclude_seen=EXCLUDE_SEEN.value,
         score_script=SCORE_SCRIPT.value,
-        preprocess_args=PIPELINE_ARGS.value,
+        preprocess_args=pipeline_args,
         baselines=BASELINES.value,
     )
     rows = {name: s.get("score_py", s["metrics"]) for name, s in summary["systems"].items()}
     print(E.format_table(rows, (20, 50)))
     val = summary["validation"] or {}
+    cfg = summary["config"]
     print(
+        f"preset {cfg['preset']}, variant {cfg['variant']}; "
         f"chosen epoch {val.get('best_epoch')} (validation {val.get('metric')} "
         f"{val.get('best', float('nan')):.4f}), history {summary['exclude_seen']} excluded"
     )

@@ -11,18 +11,22 @@ from absl import app, flags
 
 from launch import common
 from sdm_tf import evaluation as E
+from sdm_tf import features as F
 from sdm_tf import training
+from sdm_tf import validation as V
 
 DATA_DIR, MODEL_DIR, OUTPUT_DIR = common.DATA_DIR, common.MODEL_DIR, common.OUTPUT_DIR
 KS = flags.DEFINE_multi_integer("k", [20, 50, 100], "cut-offs")
 EXCLUDE_SEEN = flags.DEFINE_bool(
-    "exclude_fed", False, "never return items of the eval example's own sequence and bags"
+    "exclude_fed", False, "never return items of the user's fed history"
 )
 
 
 def run(data_dir, model_dir, output_dir, ks, exclude_seen=False) -> dict:
     model = training.restore(model_dir)
-    metrics, predictions, truth = training.evaluate(model, data_dir, ks, exclude_seen)
+    # With a validation split in eval/, the held-out queries are test/.
+    split = F.TEST if V.has_validation(data_dir) else F.EVAL
+    metrics, predictions, truth = training.evaluate(model, data_dir, ks, exclude_seen, split=split)
     popular = E.popularity_predictions(truth, training.load_item_vocab(data_dir), max(ks))
     baseline = E.retrieval_metrics(truth, popular, ks)
     os.makedirs(output_dir, exist_ok=True)

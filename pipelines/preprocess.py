@@ -9,6 +9,8 @@ filesystems, so `gs://` and `s3://` work wherever the runner has the filesystem 
 Outputs under --output_dir:
   train/part-*.tfrecord.gz, eval/part-*.tfrecord.gz   Examples in the sdm_tf.features layout
   test/part-*.tfrecord.gz                              (with --test_queries) held-out test queries
+  train_all/part-*.tfrecord.gz                         (with --test_queries) training examples of
+                                                       every event, validation targets included
   vocab/<feature>.tsv, items.tsv                       vocabularies with counts
   dataset_spec.json                                    features present and vocabulary sizes
   stats.json                                           counts (rows, rejects by reason, ...)
@@ -74,6 +76,7 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
     stats.append(grouped[T.STATS])
     users = grouped["users"]
 
+    item_sides = None
     if cfg.item_table:
         columns = cfg.item_columns or {
             f: f for f in SIDE_FIELDS if f in T.read_csv_header(cfg.item_table)
@@ -81,9 +84,15 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
         items = p | "ReadItemTable" >> T.ReadTable(cfg.item_table, cfg.item_key, columns, "item")
         dead.append(items[T.DEAD])
         stats.append(items[T.STATS])
-        users = users | "JoinItemTable" >> beam.Map(
-            T.apply_item_table, beam.pvalue.AsDict(items["rows"])
-        )
+        item_sides = beam.pvalue.AsDict(items["rows"])
+        users = users | "JoinItemTable" >> beam.Map(T.apply_item_table, item_sides)
+
+    def with_sides(queries, label: str):
+        # Query events take the item table's side values exactly as training events do: a
+        # query without them would feed OOV categories and brands to the model.
+        if item_sides is None:
+            return queries
+        return queries | label >> beam.Map(T.apply_item_table, item_sides)
 
     filtered = users | "Filter" >> T.FilterEvents(cfg.min_item_count, cfg.max_user_events)
     stats.append(filtered[T.STATS])
@@ -113,7 +122,7 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
         stats.append(q[T.STATS])
         gq = q["events"] | "GroupQueries" >> T.GroupByUser(prefix="query_")
         stats.append(gq[T.STATS])
-        groups["fed"] = gq["users"]
+        groups["fed"] = with_sides(gq["users"], "JoinItemTableQueries")
         groups["truth"] = (
             p
             | "ReadTruth" >> beam.io.ReadFromText(cfg.truth)
@@ -127,7 +136,7 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
         stats.append(tq[T.STATS])
         gt = tq["events"] | "GroupTestQueries" >> T.GroupByUser(prefix="test_query_")
         stats.append(gt[T.STATS])
-        groups["test_fed"] = gt["users"]
+        groups["test_fed"] = with_sides(gt["users"], "JoinItemTableTestQueries")
         groups["test_truth"] = (
             p
             | "ReadTestTruth" >> beam.io.ReadFromText(cfg.test_truth)
@@ -141,7 +150,7 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
     stats.append(vocabs | "ItemCount" >> beam.Map(lambda v: {"items": len(v["features"][F.ITEM])}))
 
     out = cfg.output_dir
-    for kind in (*F.KINDS, F.TEST) if cfg.test_queries else F.KINDS:
+    for kind in (*F.KINDS, F.TEST, F.TRAIN_ALL) if cfg.test_queries else F.KINDS:
         _ = examples[kind] | f"Write{kind.title()}" >> beam.io.WriteToTFRecord(
             FileSystems.join(out, kind, "part"),
             file_name_suffix=".tfrecord.gz",

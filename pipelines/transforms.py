@@ -536,6 +536,11 @@ class MakeExamplesFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(F.TRAIN, self.spec.encode(rec, F.TRAIN))
         queries = [(F.EVAL, fed, truth)]
         if "test_truth" in groups:  # held-out test queries beside the validation split
+            if len(train) != len(events):  # validation targets held out: the final fit has them
+                records, _ = S.train_records(user, events, self.enc, self.cfg, profile_ids)
+            stats[f"{F.TRAIN_ALL}_examples"] += len(records)
+            for rec in records:
+                yield beam.pvalue.TaggedOutput(F.TRAIN_ALL, self.spec.encode(rec, F.TRAIN))
             test_fed = next(iter(groups.get("test_fed", [])), [])
             queries.append((F.TEST, test_fed, next(iter(groups["test_truth"]), [])))
         for tag, q_fed, q_truth in queries:
@@ -581,8 +586,8 @@ class MakeExamples(beam.PTransform):
             MakeExamplesFn(self.cfg, self.protocol),
             vocabs=beam.pvalue.AsSingleton(self.vocabs),
             test_day_start=test_day_side,
-        ).with_outputs(F.TRAIN, F.EVAL, F.TEST, STATS)
-        return {tag: results[tag] for tag in (F.TRAIN, F.EVAL, F.TEST, STATS)}
+        ).with_outputs(F.TRAIN, F.EVAL, F.TEST, F.TRAIN_ALL, STATS)
+        return {tag: results[tag] for tag in (F.TRAIN, F.EVAL, F.TEST, F.TRAIN_ALL, STATS)}
 
 
 # ---------------------------------------------------------------------------------------------

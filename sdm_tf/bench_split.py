@@ -13,6 +13,7 @@ split's `score.py` when one is found, and always with `sdm_tf.evaluation`).
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 
 from sdm_tf import config as C
 from sdm_tf import evaluation as E
+from sdm_tf import features as F
 from sdm_tf import training
 
 
@@ -97,11 +99,15 @@ def run(
     preprocess_args: Sequence[str] = (),
     verbose: int | str = 2,
     baselines: bool = True,
+    refit_all: bool = True,
 ) -> dict:
     """Preprocess, train with model selection on validation, then rank and score the test split
-    once, beside popularity and item-CF under the same history rule. Returns a summary dict."""
+    once, beside popularity and item-CF under the same history rule. Returns a summary dict.
+
+    refit_all: after validation has chosen the epochs, fit a fresh model on every training event
+    (validation targets included) for that many epochs and rank the test split with it.
+    """
     from sdm_tf import baselines as B
-    from sdm_tf import features as F
 
     t0 = time.perf_counter()
     os.makedirs(output_dir, exist_ok=True)
@@ -113,6 +119,22 @@ def run(
     result = training.train(cfg, data_dir, os.path.join(output_dir, "model"), verbose=verbose)
     model = result.pop("model")
     validation = result.pop("validation") or {}
+    refit = None
+    if validation.get("best_epoch") and refit_all:
+        # The final fit: every training event (validation targets included) for the chosen
+        # number of epochs. A test query ends with the user's latest training event, which this
+        # fit has seen as a label, as validation queries end with one the first fit had seen.
+        final = copy.deepcopy(cfg)
+        final.train.epochs = validation["best_epoch"]
+        refit = training.train(
+            final,
+            data_dir,
+            os.path.join(output_dir, "model_final"),
+            verbose=verbose,
+            train_split=F.TRAIN_ALL,
+            validate=False,
+        )
+        model = refit.pop("model")
     t2 = time.perf_counter()
     if exclude_seen == "auto":  # the rule that won on validation
         exclude_seen = "yes" if validation.get("rule") == "excluded" else "no"
@@ -147,7 +169,13 @@ def run(
         "split": split_info,
         "preprocess_stats": {
             k_: stats.get(k_, 0)
-            for k_ in ("train_examples", "eval_examples", "test_examples", "items")
+            for k_ in (
+                "train_examples",
+                "eval_examples",
+                "test_examples",
+                "train_all_examples",
+                "items",
+            )
         },
         "exclude_seen": exclude_seen,
         "validation": validation,
@@ -155,6 +183,11 @@ def run(
         "metrics": table["SDM"]["metrics"],
         "systems": table,
         "train": {k_: v for k_, v in result.items() if k_ != "history"},
+        "final_fit": (
+            {k_: v for k_, v in refit.items() if k_ not in ("history", "validation")}
+            if refit
+            else None
+        ),
         "final_loss": result["history"].get("loss", [None])[-1] if result["history"] else None,
         "seconds": {
             "preprocess": t1 - t0,

@@ -113,7 +113,7 @@ class TrainConfig:
     bucket_boundaries: tuple[int, ...] = (4, 8, 16, 32)
     seed: int = 0
     validation_metric: str = "NDCG@50"
-    patience: int = 10
+    patience: int = 8
 
     EPOCHS_WITH_VALIDATION: typing.ClassVar[int] = 200
     EPOCHS_WITHOUT: typing.ClassVar[int] = 10

@@ -58,6 +58,9 @@ KINDS = (TRAIN, EVAL)
 # Directory of the held-out test queries (EVAL layout). With a test set, eval/ is the validation
 # split carved from the training events, and test/ is scored once, at the end.
 TEST = "test"
+# Beside a validation split: training examples from every event, validation targets included,
+# for the final fit once validation has chosen the number of epochs.
+TRAIN_ALL = "train_all"
 
 
 @dataclasses.dataclass(frozen=True)

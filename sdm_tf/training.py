@@ -66,9 +66,11 @@ def build_model(spec: F.DatasetSpec, cfg: C.ExperimentConfig) -> SDM:
     return model
 
 
-def train_reader(data_dir: str, spec: F.DatasetSpec, cfg: C.ExperimentConfig) -> InputReader:
+def train_reader(
+    data_dir: str, spec: F.DatasetSpec, cfg: C.ExperimentConfig, split: str = F.TRAIN
+) -> InputReader:
     return InputReader(
-        pattern=os.path.join(data_dir, F.TRAIN, "*.tfrecord.gz"),
+        pattern=os.path.join(data_dir, split, "*.tfrecord.gz"),
         spec=F.FeatureSpec(spec),
         kind=F.TRAIN,
         batch_size=cfg.train.batch_size,
@@ -79,10 +81,10 @@ def train_reader(data_dir: str, spec: F.DatasetSpec, cfg: C.ExperimentConfig) ->
     )
 
 
-def steps_per_epoch(data_dir: str, cfg: C.ExperimentConfig) -> int:
+def steps_per_epoch(data_dir: str, cfg: C.ExperimentConfig, split: str = F.TRAIN) -> int:
     if cfg.train.steps_per_epoch:
         return cfg.train.steps_per_epoch
-    n = load_stats(data_dir)["train_examples"]
+    n = load_stats(data_dir)[f"{split}_examples"]
     return max(1, math.ceil(n / cfg.train.batch_size))
 
 
@@ -112,8 +114,14 @@ def train(
     model_dir: str,
     strategy: tf.distribute.Strategy | None = None,
     verbose: int | str = 1,
+    train_split: str = F.TRAIN,
+    validate: bool = True,
 ) -> dict:
-    """Trains (or resumes training of) a model; returns a summary with the loss per epoch."""
+    """Trains (or resumes training of) a model; returns a summary with the loss per epoch.
+
+    train_split: F.TRAIN, or F.TRAIN_ALL for the final fit on every event once validation has
+      chosen the epochs (`validate=False` then: the validation targets are in the data).
+    """
     strategy = strategy or tf.distribute.get_strategy()
     tf.keras.utils.set_random_seed(cfg.train.seed)  # initialisation and sampling follow the seed
     spec = load_dataset_spec(data_dir)
@@ -128,7 +136,7 @@ def train(
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint)
     initial_epoch = int(epoch.numpy())
-    steps = steps_per_epoch(data_dir, cfg)
+    steps = steps_per_epoch(data_dir, cfg, train_split)
     start = time.perf_counter()
     history = {}
     callbacks = [
@@ -136,7 +144,8 @@ def train(
         tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
     ]
     is_ps = isinstance(strategy, tf.distribute.ParameterServerStrategy)
-    validating = V.has_validation(data_dir) and not is_ps  # under PS: the evaluator task
+    # Under PS the evaluator task validates.
+    validating = validate and V.has_validation(data_dir) and not is_ps
     if validating:
         callbacks.insert(
             0,
@@ -147,7 +156,7 @@ def train(
     done = validating and (V.load_state(model_dir) or {}).get("stopped_early")
     epochs = cfg.train.resolved_epochs(validating)
     if initial_epoch < epochs and not done:
-        reader = train_reader(data_dir, spec, cfg)
+        reader = train_reader(data_dir, spec, cfg, train_split)
         if is_ps:
             # Each worker builds its own input (and reads its own shard) from the InputContext.
             data = tf.keras.utils.experimental.DatasetCreator(reader)

@@ -66,7 +66,7 @@ def test_the_default_preset_is_the_paper_architecture_with_the_validated_recipe(
 
 def test_epochs_zero_means_early_stopping_with_validation():
     train = C.get_config("default").train
-    assert train.epochs == 0 and train.patience == 10
+    assert train.epochs == 0 and train.patience == 8
     assert train.resolved_epochs(validating=True) == C.TrainConfig.EPOCHS_WITH_VALIDATION == 200
     assert train.resolved_epochs(validating=False) == C.TrainConfig.EPOCHS_WITHOUT == 10
     assert C.get_config("default", overrides=["train.epochs=7"]).train.resolved_epochs(True) == 7

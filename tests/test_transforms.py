@@ -200,6 +200,13 @@ def test_make_examples_loo():
         )
 
 
+def _inputs_and_labels(serialized):
+    import tensorflow as tf
+
+    f = tf.train.Example.FromString(serialized).features.feature
+    return list(f[F.short_key(F.ITEM)].int64_list.value), list(f[F.LABEL].int64_list.value)
+
+
 def test_make_examples_writes_held_out_test_queries_beside_validation():
     # Training events a,b,c,b: loo carves the last b as validation; the test query feeds all four
     # (its history holds each item once, in order) and asks for c.
@@ -232,12 +239,29 @@ def test_make_examples_writes_held_out_test_queries_beside_validation():
             equal_to([([2, 3, 4, 3], [b"c"], [b"a", b"b", b"c"])]),
             label="test",
         )
+        # train/ stops before the validation target; train_all/ (the final fit) has it.
+        assert_that(
+            out[F.TRAIN] | "PT" >> beam.Map(_inputs_and_labels),
+            equal_to([([2, 3], [3, 4])]),
+            label="train",
+        )
+        assert_that(
+            out[F.TRAIN_ALL] | "PA" >> beam.Map(_inputs_and_labels),
+            equal_to([([2, 3, 4], [3, 4, 3])]),
+            label="train_all",
+        )
         counts = (
             out[T.STATS]
             | beam.CombineGlobally(T.CounterCombineFn())
-            | beam.Map(lambda c: (c["test_examples"], c["test_users_without_history"]))
+            | beam.Map(
+                lambda c: (
+                    c["test_examples"],
+                    c["test_users_without_history"],
+                    c["train_all_examples"],
+                )
+            )
         )
-        assert_that(counts, equal_to([(1, 1)]), label="stats")
+        assert_that(counts, equal_to([(1, 1, 1)]), label="stats")
 
 
 def test_make_examples_time_protocol_uses_the_global_last_day():
