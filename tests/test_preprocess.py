@@ -138,3 +138,32 @@ def test_other_protocols(synthetic_dir, tmp_path, protocol):
         assert stats["eval_examples"] == 0
     else:
         assert stats["eval_examples"] == stats["users"]
+
+
+def test_query_events_take_side_values_from_the_item_table(tmp_path):
+    """Events carry no category; the item table does. Training, validation and test queries
+    must all see the table's categories (a query without them fed OOV ids to the model)."""
+    import tensorflow as tf
+
+    rows = ["user_id,item_id,timestamp"]
+    for u in range(4):
+        rows += [f"u{u},{i},{1000 + 10 * i}" for i in ("a", "b", "c", "d")]
+    (tmp_path / "events.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "queries.csv").write_text("user_id,item_id,timestamp\nu0,a,1000\nu0,b,1010\n")
+    (tmp_path / "truth.jsonl").write_text('{"user_id": "u0", "items": ["c"]}\n')
+    (tmp_path / "items.csv").write_text("item_id,category\na,x\nb,y\nc,x\nd,y\n")
+    out = tmp_path / "out"
+    preprocess.run(
+        [f"--input={tmp_path / 'events.csv'}", "--format=csv", "--eval_protocol=loo",
+         f"--item_table={tmp_path / 'items.csv'}", "--min_item_count=1",
+         f"--test_queries={tmp_path / 'queries.csv'}", f"--test_truth={tmp_path / 'truth.jsonl'}",
+         f"--output_dir={out}", "--num_shards=1", *IN_MEMORY]
+    )  # fmt: skip
+    vocab = (out / "vocab" / "category.tsv").read_text().split()
+    assert {vocab[0], vocab[2]} == {"x", "y"}
+    for split in (F.EVAL, F.TEST):
+        (path,) = (out / split).glob("*.tfrecord.gz")
+        for raw in tf.data.TFRecordDataset(str(path), compression_type="GZIP"):
+            f = tf.train.Example.FromString(raw.numpy()).features.feature
+            cats = list(f[F.short_key("category")].int64_list.value)
+            assert cats and F.OOV_ID not in cats, (split, cats)
