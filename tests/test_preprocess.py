@@ -147,7 +147,7 @@ def test_query_events_take_side_values_from_the_item_table(tmp_path):
 
     rows = ["user_id,item_id,timestamp"]
     for u in range(4):
-        rows += [f"u{u},{i},{1000 + 10 * i}" for i in ("a", "b", "c", "d")]
+        rows += [f"u{u},{item},{1000 + 10 * t}" for t, item in enumerate("abcd")]
     (tmp_path / "events.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "queries.csv").write_text("user_id,item_id,timestamp\nu0,a,1000\nu0,b,1010\n")
     (tmp_path / "truth.jsonl").write_text('{"user_id": "u0", "items": ["c"]}\n')
