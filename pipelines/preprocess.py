@@ -87,13 +87,6 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
         item_sides = beam.pvalue.AsDict(items["rows"])
         users = users | "JoinItemTable" >> beam.Map(T.apply_item_table, item_sides)
 
-    def with_sides(queries, label: str):
-        # Query events take the item table's side values exactly as training events do: a
-        # query without them would feed OOV categories and brands to the model.
-        if item_sides is None:
-            return queries
-        return queries | label >> beam.Map(T.apply_item_table, item_sides)
-
     filtered = users | "Filter" >> T.FilterEvents(cfg.min_item_count, cfg.max_user_events)
     stats.append(filtered[T.STATS])
     users = filtered["users"]
@@ -114,33 +107,33 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
     groups = {"events": users}
     if profiles is not None:
         groups["profile"] = profiles
-    if cfg.eval_protocol == "queries":
-        q = p | "ReadQueries" >> T.ReadEvents(
-            cfg.queries, cfg.fmt, cfg.num_buckets, cfg.chunk_bytes, rows_prefix="query_"
+
+    def read_queries(queries: str, truth: str, name: str, prefix: str):
+        """(user, fed events) and (user, truth items) of one query set. The fed events take the
+        item table's side values exactly as training events do: without them a query would feed
+        OOV categories and brands to the model."""
+        q = p | f"Read{name}" >> T.ReadEvents(
+            queries, cfg.fmt, cfg.num_buckets, cfg.chunk_bytes, rows_prefix=prefix
         )
         dead.append(q[T.DEAD])
         stats.append(q[T.STATS])
-        gq = q["events"] | "GroupQueries" >> T.GroupByUser(prefix="query_")
-        stats.append(gq[T.STATS])
-        groups["fed"] = with_sides(gq["users"], "JoinItemTableQueries")
-        groups["truth"] = (
+        grouped = q["events"] | f"Group{name}" >> T.GroupByUser(prefix=prefix)
+        stats.append(grouped[T.STATS])
+        fed = grouped["users"]
+        if item_sides is not None:
+            fed = fed | f"JoinItemTable{name}" >> beam.Map(T.apply_item_table, item_sides)
+        gold = (
             p
-            | "ReadTruth" >> beam.io.ReadFromText(cfg.truth)
-            | "ParseTruth" >> beam.Map(_read_truth)
+            | f"Read{name}Truth" >> beam.io.ReadFromText(truth)
+            | f"Parse{name}Truth" >> beam.Map(_read_truth)
         )
-    if cfg.test_queries:
-        tq = p | "ReadTestQueries" >> T.ReadEvents(
-            cfg.test_queries, cfg.fmt, cfg.num_buckets, cfg.chunk_bytes, rows_prefix="test_query_"
-        )
-        dead.append(tq[T.DEAD])
-        stats.append(tq[T.STATS])
-        gt = tq["events"] | "GroupTestQueries" >> T.GroupByUser(prefix="test_query_")
-        stats.append(gt[T.STATS])
-        groups["test_fed"] = with_sides(gt["users"], "JoinItemTableTestQueries")
-        groups["test_truth"] = (
-            p
-            | "ReadTestTruth" >> beam.io.ReadFromText(cfg.test_truth)
-            | "ParseTestTruth" >> beam.Map(_read_truth)
+        return fed, gold
+
+    if cfg.eval_protocol == "queries":
+        groups["fed"], groups["truth"] = read_queries(cfg.queries, cfg.truth, "Queries", "query_")
+    if cfg.test_queries:  # held-out test queries beside a validation split
+        groups["test_fed"], groups["test_truth"] = read_queries(
+            cfg.test_queries, cfg.test_truth, "TestQueries", "test_query_"
         )
     joined = groups | "JoinPerUser" >> beam.CoGroupByKey()
     examples = joined | "MakeExamples" >> T.MakeExamples(
