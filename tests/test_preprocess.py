@@ -140,7 +140,8 @@ def test_other_protocols(synthetic_dir, tmp_path, protocol):
         assert stats["eval_examples"] == stats["users"]
 
 
-def test_query_events_take_side_values_from_the_item_table(tmp_path):
+@pytest.mark.parametrize("protocol", ["loo", "queries"])
+def test_query_events_take_side_values_from_the_item_table(tmp_path, protocol):
     """Events carry no category; the item table does. Training, validation and test queries
     must all see the table's categories (a query without them fed OOV ids to the model)."""
     import tensorflow as tf
@@ -153,11 +154,13 @@ def test_query_events_take_side_values_from_the_item_table(tmp_path):
     (tmp_path / "truth.jsonl").write_text('{"user_id": "u0", "items": ["c"]}\n')
     (tmp_path / "items.csv").write_text("item_id,category\na,x\nb,y\nc,x\nd,y\n")
     out = tmp_path / "out"
+    queries = [f"--queries={tmp_path / 'queries.csv'}", f"--truth={tmp_path / 'truth.jsonl'}"]
     preprocess.run(
-        [f"--input={tmp_path / 'events.csv'}", "--format=csv", "--eval_protocol=loo",
+        [f"--input={tmp_path / 'events.csv'}", "--format=csv", f"--eval_protocol={protocol}",
          f"--item_table={tmp_path / 'items.csv'}", "--min_item_count=1",
          f"--test_queries={tmp_path / 'queries.csv'}", f"--test_truth={tmp_path / 'truth.jsonl'}",
-         f"--output_dir={out}", "--num_shards=1", *IN_MEMORY]
+         f"--output_dir={out}", "--num_shards=1", *IN_MEMORY,
+         *(queries if protocol == "queries" else [])]
     )  # fmt: skip
     vocab = (out / "vocab" / "category.tsv").read_text().split()
     assert {vocab[0], vocab[2]} == {"x", "y"}
