@@ -10,6 +10,7 @@ import os
 from absl import app, flags
 
 from launch import common
+from sdm_tf import baselines as B
 from sdm_tf import evaluation as E
 from sdm_tf import features as F
 from sdm_tf import training
@@ -27,7 +28,7 @@ def run(data_dir, model_dir, output_dir, ks, exclude_seen=False) -> dict:
     # With a validation split in eval/, the held-out queries are test/.
     split = F.TEST if V.has_validation(data_dir) else F.EVAL
     metrics, predictions, truth = training.evaluate(model, data_dir, ks, exclude_seen, split=split)
-    popular = E.popularity_predictions(truth, training.load_item_vocab(data_dir), max(ks))
+    popular = B.popularity_predictions(training.load_item_vocab(data_dir), {}, truth, max(ks))
     baseline = E.retrieval_metrics(truth, popular, ks)
     os.makedirs(output_dir, exist_ok=True)
     E.write_predictions(os.path.join(output_dir, "predictions.jsonl"), predictions)

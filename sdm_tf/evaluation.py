@@ -74,13 +74,6 @@ def top_k(
     return out
 
 
-def popularity_predictions(
-    users: Iterable[str], ranked_items: Sequence[str], k: int
-) -> dict[str, list[str]]:
-    top = list(ranked_items[:k])
-    return {u: top for u in users}
-
-
 def format_table(rows: Mapping[str, Mapping[str, float]], ks: Sequence[int]) -> str:
     """A metrics table: one row per system, HitRate/Recall/Precision/F1/NDCG per K."""
     names = ("HitRate", "Recall", "Precision", "F1", "NDCG")

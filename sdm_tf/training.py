@@ -296,7 +296,6 @@ def evaluate(
     data_dir: str,
     ks: Sequence[int] = (20, 50, 100),
     exclude_seen: bool = False,
-    exclude_items: Mapping[str, Iterable[str]] | None = None,
     batch_size: int = 512,
     split: str = F.EVAL,
 ) -> tuple[dict, dict[str, list[str]], dict[str, list[str]]]:
@@ -304,17 +303,11 @@ def evaluate(
 
     exclude_seen: never return items of the user's fed history (every item fed, not only the
       short-term session and bags the model sees).
-    exclude_items: user -> raw item ids never to return to that user.
     Returns (metrics, predictions, truth); predictions hold the top max(ks) raw item ids.
     """
     vocab = load_item_vocab(data_dir)
     users, vecs, truth_lists, history = user_vectors(model, data_dir, batch_size, split)
-    exclude = None
-    if exclude_seen or exclude_items:
-        exclude = [
-            set(h if exclude_seen else ()) | set((exclude_items or {}).get(u, ()))
-            for u, h in zip(users, history)
-        ]
+    exclude = history if exclude_seen else None
     ranked = rank(model, vocab, vecs, exclude, max(ks))
     predictions = dict(zip(users, ranked))
     truth = dict(zip(users, truth_lists))

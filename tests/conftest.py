@@ -31,6 +31,21 @@ def shared_path(*parts: str) -> pathlib.Path:
     return path
 
 
+def taobao_time_split(out: pathlib.Path, min_item_count: int) -> pathlib.Path:
+    """../shared's Taobao sample as a prepare.py time-protocol split in `out`."""
+    import subprocess
+    import sys
+
+    prepare = shared_path("bench", "prepare.py")
+    data = shared_path("data", "taobao_sample", "UserBehavior.csv")
+    subprocess.run(
+        [sys.executable, str(prepare), "--format", "taobao", "--input", str(data),
+         "--out", str(out), "--protocol", "time", "--min-item-count", str(min_item_count)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out
+
+
 IN_MEMORY = ["--direct_running_mode=in_memory"]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from sdm_tf import baselines as B
 from sdm_tf import bench_split
-from tests.conftest import shared_path
+from tests.conftest import shared_path, taobao_time_split
 
 
 def test_popularity_orders_by_count_and_excludes_history():
@@ -34,15 +34,8 @@ def test_itemcf_scores_by_hand():
 
 @pytest.mark.parametrize("exclude", [False, True])
 def test_itemcf_matches_the_reference_on_the_taobao_split(tmp_path, exclude):
-    prepare = shared_path("bench", "prepare.py")
     reference = shared_path("bench", "itemcf.py")
-    data = shared_path("data", "taobao_sample", "UserBehavior.csv")
-    split = tmp_path / "split"
-    subprocess.run(
-        [sys.executable, str(prepare), "--format", "taobao", "--input", str(data),
-         "--out", str(split), "--protocol", "time", "--min-item-count", "1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    split = taobao_time_split(tmp_path / "split", min_item_count=1)
     args = [sys.executable, str(reference), str(split), str(tmp_path / "ref")]
     subprocess.run(args + (["--exclude-seen"] if exclude else []), check=True)
     train = bench_split.read_events(str(split / "events_train.csv"))

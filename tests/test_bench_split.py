@@ -6,19 +6,12 @@ import sys
 
 from sdm_tf import bench_split
 from sdm_tf import config as C
-from tests.conftest import shared_path
+from tests.conftest import shared_path, taobao_time_split
 
 
 def test_bench_split_end_to_end(tmp_path):
-    prepare = shared_path("bench", "prepare.py")
     itemcf = shared_path("bench", "itemcf.py")
-    data = shared_path("data", "taobao_sample", "UserBehavior.csv")
-    split = tmp_path / "split"
-    subprocess.run(
-        [sys.executable, str(prepare), "--format", "taobao", "--input", str(data),
-         "--out", str(split), "--protocol", "time", "--min-item-count", "2"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    split = taobao_time_split(tmp_path / "split", min_item_count=2)
     cfg = C.get_config("smoke", "PSDMMAL-N", ["train.epochs=2", "train.steps_per_epoch=3"])
     out = tmp_path / "out"
     summary = bench_split.run(
