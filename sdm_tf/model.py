@@ -194,22 +194,25 @@ class SDM(tfrs.models.Model):
         mask = tf.logical_and(mask, labels[..., 0] >= 0)
         vectors = tf.boolean_mask(outputs, mask)  # [M, d]
         classes = tf.boolean_mask(labels, mask)  # [M, next_n]
-        num_sampled = min(self.cfg.num_sampled, self.num_classes)
-        sampled_values = None
-        if self.candidate_sampler is not None:
-            sampled_values = self.candidate_sampler(classes, num_sampled)
-            num_sampled = sampled_values[0].shape[0]
-        losses = tf.nn.sampled_softmax_loss(
-            weights=self.item_table,
-            biases=self.output_bias,
-            labels=classes,
-            inputs=vectors,
-            num_sampled=num_sampled,
-            num_classes=self.num_classes,
-            num_true=self.cfg.next_n,
-            sampled_values=sampled_values,
-            remove_accidental_hits=True,
-        )
+        if self.full_softmax:
+            losses = self.full_softmax_loss(vectors, classes)
+        else:
+            sampled_values = None
+            num_sampled = self.cfg.num_sampled
+            if self.candidate_sampler is not None:
+                sampled_values = self.candidate_sampler(classes, num_sampled)
+                num_sampled = sampled_values[0].shape[0]
+            losses = tf.nn.sampled_softmax_loss(
+                weights=self.item_table,
+                biases=self.output_bias,
+                labels=classes,
+                inputs=vectors,
+                num_sampled=num_sampled,
+                num_classes=self.num_classes,
+                num_true=self.cfg.next_n,
+                sampled_values=sampled_values,
+                remove_accidental_hits=True,
+            )
         # The mean over every position of the global batch. Under a synchronous strategy Keras
         # sums the replicas' gradients (and, by default, their logged losses), so each replica
         # divides its own sum by the global count: N replicas step as one device does on the
@@ -219,6 +222,18 @@ class SDM(tfrs.models.Model):
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
         return tf.reduce_sum(losses) / tf.maximum(count, 1.0)
+
+    @property
+    def full_softmax(self) -> bool:
+        """As many negatives as there are items: the exact softmax over the whole catalogue."""
+        return self.cfg.num_sampled >= self.num_classes and self.candidate_sampler is None
+
+    def full_softmax_loss(self, vectors: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+        """Cross-entropy over every item, the `next_n` labels weighted 1/next_n each (the
+        target distribution `tf.nn.sampled_softmax_loss` uses). [M, d], [M, n] -> [M]."""
+        logits = self.score(vectors)  # [M, C]
+        log_probs = tf.nn.log_softmax(logits)
+        return -tf.reduce_mean(tf.gather(log_probs, classes, batch_dims=1), axis=-1)
 
     def score(self, user_vectors: tf.Tensor) -> tf.Tensor:
         """Exact scores against every item: [B, num_items]."""

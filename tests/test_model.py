@@ -124,9 +124,17 @@ def every_class(num_classes):
 
 
 @pytest.mark.parametrize("positions", ["all", "last"])
-def test_loss_equals_full_softmax_when_every_class_is_sampled(positions):
-    model = SDM(SPEC, smoke("PSDMMAL", f"model.loss_positions={positions}"))
-    model.candidate_sampler = every_class(SPEC.num_items)
+@pytest.mark.parametrize("full", [False, True])
+def test_loss_equals_full_softmax_when_every_class_is_sampled(positions, full):
+    # full: num_sampled >= the number of items switches to the exact softmax; otherwise a
+    # sampler that returns every class makes the sampled loss the full one.
+    overrides = [f"model.loss_positions={positions}"]
+    if full:
+        overrides.append(f"model.num_sampled={SPEC.num_items}")
+    model = SDM(SPEC, smoke("PSDMMAL", *overrides))
+    if not full:
+        model.candidate_sampler = every_class(SPEC.num_items)
+    assert model.full_softmax == full
     x = batch()
     loss = float(model.compute_loss(x))
     o = model.tower(x).numpy()
@@ -162,8 +170,26 @@ def test_next_n_loss_by_hand():
     assert loss == pytest.approx(np.mean(terms), rel=1e-4)
 
 
+def test_full_softmax_next_n_loss_by_hand():
+    model = SDM(SPEC, smoke("PSDMMAL-N", "model.next_n=3", "model.num_sampled=1000"))
+    x = batch()
+    loss = float(model.compute_loss(x))
+    o = model.tower(x).numpy()
+    logits = np.einsum("btd,cd->btc", o, model.item_table.numpy()) + model.output_bias.numpy()
+    nn, first = x[F.LABEL_NEXT_N].numpy(), x[F.LABEL].numpy()
+    terms = []
+    for b, n in enumerate(x[F.LENGTH].numpy()):
+        for t in range(n):
+            true = np.array([c if c >= 2 else first[b, t] for c in nn[b, t]]) - F.NUM_RESERVED
+            z = logits[b, t]
+            lse = np.log(np.exp(z - z.max()).sum()) + z.max()  # every item once
+            terms.append(np.mean(lse - z[true]))
+    assert loss == pytest.approx(np.mean(terms), rel=1e-4)
+
+
 def test_log_uniform_loss_trains():
-    model = SDM(SPEC, smoke("PSDMMAL-N", "model.next_n=3"))
+    model = SDM(SPEC, smoke("PSDMMAL-N", "model.next_n=3", "model.num_sampled=4"))
+    assert not model.full_softmax
     model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
     x = batch(b=3)
     ds = tf.data.Dataset.from_tensors(x).repeat(60)
