@@ -25,9 +25,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 
-from sdm_tf import index as I  # noqa: E402
-from sdm_tf import serving  # noqa: E402
-from sdm_tf.export import Export, augment_queries  # noqa: E402
+from sdm_tf.serving import index as I  # noqa: E402
+from sdm_tf.serving import service as serving  # noqa: E402
+from sdm_tf.serving.export import Export, augment_queries  # noqa: E402
 
 
 def expand_catalog(exp: Export, n: int, noise: float, seed: int = 0) -> np.ndarray:

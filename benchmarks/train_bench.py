@@ -24,8 +24,8 @@ import tensorflow as tf  # noqa: E402
 
 from pipelines import preprocess, synthetic  # noqa: E402
 from sdm_tf import config as C  # noqa: E402
-from sdm_tf import features as F  # noqa: E402
-from sdm_tf import training  # noqa: E402
+from sdm_tf.core import features as F  # noqa: E402
+from sdm_tf.train import training  # noqa: E402
 
 
 def main(argv=None) -> dict:

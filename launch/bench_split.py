@@ -8,9 +8,9 @@ import logging
 
 from absl import app, flags
 
+from launch import bench_lib as bench_split
 from launch import common
-from sdm_tf import bench_split
-from sdm_tf import evaluation as E
+from sdm_tf.train import evaluation as E
 
 SPLIT = flags.DEFINE_string("split", None, "a prepare.py output directory")
 OUTPUT_DIR = common.OUTPUT_DIR

@@ -11,8 +11,8 @@ import numpy as np
 from absl import app, flags
 
 from launch import common
-from sdm_tf import index as I
-from sdm_tf.export import Export
+from sdm_tf.serving import index as I
+from sdm_tf.serving.export import Export
 
 EXPORT_DIR = common.EXPORT_DIR
 KIND = flags.DEFINE_enum("kind", "hnsw", list(I.KINDS), "index kind")

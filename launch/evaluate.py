@@ -10,11 +10,11 @@ import os
 from absl import app, flags
 
 from launch import common
-from sdm_tf import baselines as B
-from sdm_tf import evaluation as E
-from sdm_tf import features as F
-from sdm_tf import training
-from sdm_tf import validation as V
+from sdm_tf.core import features as F
+from sdm_tf.train import baselines as B
+from sdm_tf.train import evaluation as E
+from sdm_tf.train import training
+from sdm_tf.train import validation as V
 
 DATA_DIR, MODEL_DIR, OUTPUT_DIR = common.DATA_DIR, common.MODEL_DIR, common.OUTPUT_DIR
 KS = flags.DEFINE_multi_integer("k", [20, 50, 100], "cut-offs")

@@ -7,7 +7,8 @@ from absl import app
 
 from launch import common
 from sdm_tf import config as C
-from sdm_tf import export, training
+from sdm_tf.serving import export
+from sdm_tf.train import training
 
 DATA_DIR, MODEL_DIR, EXPORT_DIR = common.DATA_DIR, common.MODEL_DIR, common.EXPORT_DIR
 

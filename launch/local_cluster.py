@@ -9,7 +9,7 @@ import argparse
 import sys
 import time
 
-from sdm_tf.local_cluster import LocalCluster
+from sdm_tf.train.local_cluster import LocalCluster
 
 
 def main(argv=None) -> int:

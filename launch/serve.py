@@ -1,6 +1,6 @@
 """python -m launch.serve --export_dir exports/sdm [--index hnsw] [--host 127.0.0.1 --port 8500]
 
-Loads the export (verified) and its index once, then serves HTTP JSON (see sdm_tf.serving).
+Loads the export (verified) and its index once, then serves HTTP JSON (see sdm_tf.serving.service).
 """
 
 import os
@@ -10,9 +10,9 @@ from absl import app, flags
 
 import sdm_tf  # noqa: F401
 from launch import common
-from sdm_tf import index as I
-from sdm_tf import serving
-from sdm_tf.export import Export
+from sdm_tf.serving import index as I
+from sdm_tf.serving import service as serving
+from sdm_tf.serving.export import Export
 
 EXPORT_DIR = common.EXPORT_DIR
 INDEX = flags.DEFINE_string("index", "flat", "an index kind built by launch.build_index, or flat")

@@ -7,7 +7,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from launch import common
-from sdm_tf import distribute, training
+from sdm_tf.train import distribute, training
 
 DATA_DIR, MODEL_DIR = common.DATA_DIR, common.MODEL_DIR
 STRATEGY = flags.DEFINE_enum(

@@ -7,7 +7,7 @@ Runs on DirectRunner (multi-processing) by default, and unchanged on Flink or Da
 filesystems, so `gs://` and `s3://` work wherever the runner has the filesystem installed.
 
 Outputs under --output_dir:
-  train/part-*.tfrecord.gz, eval/part-*.tfrecord.gz   Examples in the sdm_tf.features layout
+  train/part-*.tfrecord.gz, eval/part-*.tfrecord.gz   Examples in the sdm_tf.core.features layout
   test/part-*.tfrecord.gz                              (with --test_queries) held-out test queries
   train_all/part-*.tfrecord.gz                         (with --test_queries) training examples of
                                                        every event, validation targets included
@@ -30,10 +30,12 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import sessions as S
-from pipelines import transforms as T
-from pipelines.events import FORMATS, SIDE_FIELDS, InputFormat, parse_columns
-from sdm_tf import features as F
+from pipelines import examples as X
+from pipelines import read as R
+from pipelines import vocab as V
+from sdm_tf.core import features as F
+from sdm_tf.core import sessions as S
+from sdm_tf.core.events import FORMATS, SIDE_FIELDS, InputFormat, parse_columns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,40 +71,40 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
     """Adds the whole preprocessing graph to `p`."""
     dead, stats = [], []
 
-    read = p | "ReadEvents" >> T.ReadEvents(cfg.input, cfg.fmt, cfg.num_buckets, cfg.chunk_bytes)
-    dead.append(read[T.DEAD])
-    stats.append(read[T.STATS])
-    grouped = read["events"] | "GroupByUser" >> T.GroupByUser()
-    stats.append(grouped[T.STATS])
+    read = p | "ReadEvents" >> R.ReadEvents(cfg.input, cfg.fmt, cfg.num_buckets, cfg.chunk_bytes)
+    dead.append(read[R.DEAD])
+    stats.append(read[R.STATS])
+    grouped = read["events"] | "GroupByUser" >> R.GroupByUser()
+    stats.append(grouped[R.STATS])
     users = grouped["users"]
 
     item_sides = None
     if cfg.item_table:
         columns = cfg.item_columns or {
-            f: f for f in SIDE_FIELDS if f in T.read_csv_header(cfg.item_table)
+            f: f for f in SIDE_FIELDS if f in R.read_csv_header(cfg.item_table)
         }
-        items = p | "ReadItemTable" >> T.ReadTable(cfg.item_table, cfg.item_key, columns, "item")
-        dead.append(items[T.DEAD])
-        stats.append(items[T.STATS])
+        items = p | "ReadItemTable" >> R.ReadTable(cfg.item_table, cfg.item_key, columns, "item")
+        dead.append(items[R.DEAD])
+        stats.append(items[R.STATS])
         item_sides = beam.pvalue.AsDict(items["rows"])
-        users = users | "JoinItemTable" >> beam.Map(T.apply_item_table, item_sides)
+        users = users | "JoinItemTable" >> beam.Map(R.apply_item_table, item_sides)
 
-    filtered = users | "Filter" >> T.FilterEvents(cfg.min_item_count, cfg.max_user_events)
-    stats.append(filtered[T.STATS])
+    filtered = users | "Filter" >> V.FilterEvents(cfg.min_item_count, cfg.max_user_events)
+    stats.append(filtered[R.STATS])
     users = filtered["users"]
 
     profiles = None
     if cfg.user_table:
-        header = T.read_csv_header(cfg.user_table)
+        header = R.read_csv_header(cfg.user_table)
         cols = cfg.profile_columns or tuple(c for c in header if c != cfg.user_key)
-        profile = p | "ReadUserTable" >> T.ReadTable(
+        profile = p | "ReadUserTable" >> R.ReadTable(
             cfg.user_table, cfg.user_key, {c: c for c in cols}, "user"
         )
-        dead.append(profile[T.DEAD])
-        stats.append(profile[T.STATS])
+        dead.append(profile[R.DEAD])
+        stats.append(profile[R.STATS])
         profiles = profile["rows"]
 
-    vocabs = users | "Vocabularies" >> T.BuildVocabularies(profiles)
+    vocabs = users | "Vocabularies" >> V.BuildVocabularies(profiles)
 
     groups = {"events": users}
     if profiles is not None:
@@ -112,16 +114,16 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
         """(user, fed events) and (user, truth items) of one query set. The fed events take the
         item table's side values exactly as training events do: without them a query would feed
         OOV categories and brands to the model."""
-        q = p | f"Read{name}" >> T.ReadEvents(
+        q = p | f"Read{name}" >> R.ReadEvents(
             queries, cfg.fmt, cfg.num_buckets, cfg.chunk_bytes, rows_prefix=prefix
         )
-        dead.append(q[T.DEAD])
-        stats.append(q[T.STATS])
-        grouped = q["events"] | f"Group{name}" >> T.GroupByUser(prefix=prefix)
-        stats.append(grouped[T.STATS])
+        dead.append(q[R.DEAD])
+        stats.append(q[R.STATS])
+        grouped = q["events"] | f"Group{name}" >> R.GroupByUser(prefix=prefix)
+        stats.append(grouped[R.STATS])
         fed = grouped["users"]
         if item_sides is not None:
-            fed = fed | f"JoinItemTable{name}" >> beam.Map(T.apply_item_table, item_sides)
+            fed = fed | f"JoinItemTable{name}" >> beam.Map(R.apply_item_table, item_sides)
         gold = (
             p
             | f"Read{name}Truth" >> beam.io.ReadFromText(truth)
@@ -136,10 +138,10 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
             cfg.test_queries, cfg.test_truth, "TestQueries", "test_query_"
         )
     joined = groups | "JoinPerUser" >> beam.CoGroupByKey()
-    examples = joined | "MakeExamples" >> T.MakeExamples(
+    examples = joined | "MakeExamples" >> X.MakeExamples(
         cfg.session, cfg.eval_protocol, vocabs, users_for_time=users
     )
-    stats.append(examples[T.STATS])
+    stats.append(examples[R.STATS])
     stats.append(vocabs | "ItemCount" >> beam.Map(lambda v: {"items": len(v["features"][F.ITEM])}))
 
     out = cfg.output_dir
@@ -150,7 +152,7 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
             num_shards=cfg.num_shards,
             compression_type=CompressionTypes.GZIP,
         )
-    _ = vocabs | "WriteVocabularies" >> beam.Map(T.write_vocabularies, out, cfg.session)
+    _ = vocabs | "WriteVocabularies" >> beam.Map(V.write_vocabularies, out, cfg.session)
     _ = (
         dead
         | "AllDeadLetters" >> beam.Flatten()
@@ -162,11 +164,11 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
     _ = (
         stats
         | "AllStats" >> beam.Flatten()
-        | "SumStats" >> beam.CombineGlobally(T.CounterCombineFn())
-        | "FinalStats" >> beam.Map(T.finalize_stats)
+        | "SumStats" >> beam.CombineGlobally(V.CounterCombineFn())
+        | "FinalStats" >> beam.Map(X.finalize_stats)
         | "WriteStats"
         >> beam.Map(
-            lambda s: T._write_text(
+            lambda s: V.write_text(
                 FileSystems.join(out, "stats.json"), json.dumps(s, indent=1, sort_keys=True)
             )
         )
@@ -215,7 +217,7 @@ def make_parser() -> argparse.ArgumentParser:
     a("--next_n", type=int, default=5)
     a("--min_item_count", type=int, default=5)
     a("--max_user_events", type=int, default=1000)
-    a("--eval_protocol", choices=T.PROTOCOLS, default="time")
+    a("--eval_protocol", choices=X.PROTOCOLS, default="time")
     a("--queries", default="", help="(queries protocol) events to feed per test user")
     a("--truth", default="", help="(queries protocol) JSONL of {user_id, items}")
     a("--test_queries", default="", help="events to feed per held-out test user (-> test/)")

@@ -80,7 +80,7 @@ def preprocessed_dir(synthetic_dir, tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def trained_model_dir(preprocessed_dir, tmp_path_factory) -> pathlib.Path:
     from sdm_tf import config as C
-    from sdm_tf import training
+    from sdm_tf.train import training
 
     out = tmp_path_factory.mktemp("model")
     cfg = C.get_config("smoke", "PSDMMAL-N", ["train.epochs=1", "train.steps_per_epoch=20"])

@@ -22,8 +22,8 @@ tf.config.set_logical_device_configuration(
 )
 
 from sdm_tf import config as C  # noqa: E402
-from sdm_tf import features as F  # noqa: E402
-from sdm_tf import training  # noqa: E402
+from sdm_tf.core import features as F  # noqa: E402
+from sdm_tf.train import training  # noqa: E402
 
 
 def one_step(strategy, spec, cfg, batch):

@@ -16,9 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from sdm_tf import config as C  # noqa: E402
-from sdm_tf import distribute as D  # noqa: E402
-from sdm_tf import export as X  # noqa: E402
-from sdm_tf import training  # noqa: E402
+from sdm_tf.serving import export as X  # noqa: E402
+from sdm_tf.train import distribute as D  # noqa: E402
+from sdm_tf.train import training  # noqa: E402
 
 
 def devices(var):

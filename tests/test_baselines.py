@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from sdm_tf import baselines as B
-from sdm_tf import bench_split
+from launch import bench_lib as bench_split
+from sdm_tf.train import baselines as B
 from tests.conftest import shared_path, taobao_time_split
 
 

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from sdm_tf import bench_split
+from launch import bench_lib as bench_split
 from sdm_tf import config as C
 from tests.conftest import shared_path, taobao_time_split
 

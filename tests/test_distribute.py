@@ -8,7 +8,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from sdm_tf import distribute as D
+from sdm_tf.train import distribute as D
 
 
 def test_table_partitioner_splits_only_tables():

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from sdm_tf import evaluation as E
+from sdm_tf.train import evaluation as E
 from tests.conftest import shared_path
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdm_tf import export as X
-from sdm_tf import features as F
-from sdm_tf import training
+from sdm_tf.core import features as F
+from sdm_tf.serving import export as X
+from sdm_tf.train import training
 
 
 def raw_inputs(batch, spec, vocabs):
@@ -17,7 +17,7 @@ def raw_inputs(batch, spec, vocabs):
 
     def to_raw(ids, vocab):
         table = np.array(["", F.OOV_TOKEN, *vocab], dtype=object)
-        return table[ids].astype(bytes)
+        return np.vectorize(lambda v: v.encode("utf-8"), otypes=[object])(table[ids])
 
     out = {F.LENGTH: batch[F.LENGTH].numpy()}
     for f in spec.item_features:
@@ -83,10 +83,46 @@ def test_manifest_and_verification(export_dir, tmp_path):
         X.Export(str(broken))
 
 
-def test_latest_skips_temporary_directories(export_dir):
+def test_latest_skips_incomplete_versions(export_dir):
+    # A newer version without manifest.json (an export still being written, or one that died)
+    # is never picked up.
     base = export_dir.parent
-    (base / ".tmp-99999999999999-abc").mkdir(exist_ok=True)
+    (base / "99999999999999" / "saved_model").mkdir(parents=True, exist_ok=True)
     assert X.latest(str(base)) == str(export_dir)
+    with pytest.raises(FileNotFoundError, match="no complete export"):
+        X.latest(str(base / "99999999999999"))
+
+
+def test_export_index_and_retrieval_on_an_object_store(preprocessed_dir, trained_model_dir):
+    # ram:// is TF's in-memory filesystem: no local path exists, so any np.save, shutil or
+    # os.rename on the way would fail here, as it would on gs://.
+    from launch import build_index
+    from sdm_tf import config as C
+    from sdm_tf.serving import index as I
+    from sdm_tf.serving import service
+
+    model = training.restore(str(trained_model_dir))
+    cfg = C.load_config(str(trained_model_dir))
+    path = X.export(model, cfg, str(preprocessed_dir), "ram://exports/sdm")
+    assert path.startswith("ram://") and tf.io.gfile.exists(path + "/manifest.json")
+    assert X.latest("ram://exports/sdm") == path
+    report = build_index.run(path, I.IndexConfig(kind="hnsw", use_gpu=False), 10, 50)
+    index, index_cfg = I.load(report["path"])
+    assert index.ntotal == len(X.Export(path).item_ids) and index_cfg.kind == "hnsw"
+    retriever = service.Retriever(X.Export(path), index, index_cfg)
+    exp = retriever.export
+    req = service.RetrieveRequest(events=[{"item": exp.item_ids[3]}], k=7)
+    out = retriever.retrieve([req])[0]
+    assert len(out["items"]) == 7 and not out["fallback"]
+    # A half-written index (no metadata yet, or bytes that do not match it) is refused.
+    tf.io.gfile.remove(report["path"] + ".json")
+    with pytest.raises(FileNotFoundError, match="no complete index"):
+        I.load(report["path"])
+    I.save(index, index_cfg, report["path"], {})
+    with tf.io.gfile.GFile(report["path"], "wb") as f:
+        f.write(b"truncated")
+    with pytest.raises(ValueError, match="does not match"):
+        I.load(report["path"])
 
 
 def test_inputs_longer_than_the_fixed_shapes_take_the_plain_path(export_dir, trained_model_dir):

@@ -5,7 +5,7 @@ import json
 import pytest
 import tensorflow as tf
 
-from sdm_tf import features as F
+from sdm_tf.core import features as F
 
 SPEC = F.DatasetSpec(
     item_features=("item", "leaf_category", "brand"),

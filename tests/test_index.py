@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sdm_tf import index as I
+from sdm_tf.serving import index as I
 
 
 @pytest.fixture(scope="module")

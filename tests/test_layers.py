@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdm_tf.layers import (
+from sdm_tf.model.layers import (
     CausalSelfAttention,
     FeatureEmbeddings,
     Fusion,
@@ -12,7 +12,7 @@ from sdm_tf.layers import (
     StackedLSTM,
     UserAttention,
 )
-from sdm_tf.layers.masking import causal_mask, masked_softmax
+from sdm_tf.model.layers.masking import causal_mask, masked_softmax
 
 
 def sigmoid(x):

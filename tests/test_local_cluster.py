@@ -13,7 +13,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from sdm_tf.local_cluster import LocalCluster
+from sdm_tf.train.local_cluster import LocalCluster
 
 slow = pytest.mark.skipif(os.environ.get("SDM_SLOW") != "1", reason="slow drill: set SDM_SLOW=1")
 

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from sdm_tf import config as C
-from sdm_tf import features as F
-from sdm_tf.model import SDM, UserTower
+from sdm_tf.core import features as F
+from sdm_tf.model.sdm import SDM, UserTower
 
 SPEC = F.DatasetSpec(
     item_features=("item", "leaf_category", "brand"),
@@ -135,6 +135,7 @@ def test_loss_equals_full_softmax_when_every_class_is_sampled(positions, full):
     if not full:
         model.candidate_sampler = every_class(SPEC.num_items)
     assert model.full_softmax == full
+
     x = batch()
     loss = float(model.compute_loss(x))
     o = model.tower(x).numpy()
@@ -146,6 +147,14 @@ def test_loss_equals_full_softmax_when_every_class_is_sampled(positions, full):
             z = logits[b, t]
             terms.append(np.log(np.exp(z - z.max()).sum()) + z.max() - z[labels[b, t]])
     assert loss == pytest.approx(np.mean(terms), rel=1e-4)
+
+
+def test_small_catalogues_get_the_full_softmax():
+    assert SDM(SPEC, smoke("PSDMMAL", "model.full_softmax_max_items=10")).full_softmax
+    assert not SDM(
+        SPEC, smoke("PSDMMAL", "model.full_softmax_max_items=9", "model.num_sampled=9")
+    ).full_softmax
+    assert C.get_config().model.full_softmax_max_items == 5000  # the default: on
 
 
 def test_next_n_loss_by_hand():

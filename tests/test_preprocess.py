@@ -6,7 +6,7 @@ import random
 import pytest
 
 from pipelines import preprocess, synthetic
-from sdm_tf import features as F
+from sdm_tf.core import features as F
 from tests.conftest import IN_MEMORY, TINY, shared_path
 
 REQUIRED_STATS = (

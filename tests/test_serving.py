@@ -10,8 +10,8 @@ import httpx
 import pytest
 import uvicorn
 
-from sdm_tf import serving
-from sdm_tf.export import Export
+from sdm_tf.serving import service as serving
+from sdm_tf.serving.export import Export
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@
 
 import pytest
 
-from pipelines import sessions as S
-from pipelines.events import Event
-from sdm_tf import features as F
+from sdm_tf.core import features as F
+from sdm_tf.core import sessions as S
+from sdm_tf.core.events import Event
 
 CFG = S.SessionConfig()
 T0 = 1_511_539_200
@@ -78,6 +78,13 @@ def test_dedupe_collapses_exact_duplicates_only():
     assert kept == [a, other_time] and dropped == 1
 
 
+def test_interleaved_session_ids_are_one_session_each():
+    # Two tabs: ids a and b alternate 10 s apart; each id is one session.
+    events = [ev(i, T0 + 10 * i, "ab"[i % 2]) for i in range(4)]
+    sessions = S.sessionize(events, CFG)
+    assert [[e.item for e in s] for s in sessions] == [["0", "2"], ["1", "3"]]
+
+
 def _encoder(items=("1", "2", "3", "4", "5", "6"), cats=("c", "d")):
     vocabs = {
         F.ITEM: {v: i + F.NUM_RESERVED for i, v in enumerate(items)},
@@ -86,29 +93,38 @@ def _encoder(items=("1", "2", "3", "4", "5", "6"), cats=("c", "d")):
     return S.Encoder(vocabs, (F.ITEM, "leaf_category"))
 
 
+FEATURES = (F.ITEM, "leaf_category")
+
+
 def test_long_term_window_boundary_is_seven_days_inclusive():
-    enc = _encoder()
     start = T0 + 8 * S.DAY
     history = [ev(1, start - 7 * S.DAY - 1), ev(2, start - 7 * S.DAY), ev(3, start - 1)]
-    bags = S.long_term_bags(history, len(history), start, enc, CFG)
+    bags = S.raw_bags(history, len(history), start, FEATURES, CFG)
     # item "1" is one second too old; most recent first.
-    assert bags[F.ITEM] == [4, 3]
-    assert bags["leaf_category"] == [2]
+    assert bags[F.ITEM] == ["3", "2"]
+    assert bags["leaf_category"] == ["c"]
 
 
 def test_long_term_bag_keeps_most_recent_distinct_values_up_to_size():
-    enc = _encoder()
     cfg = S.SessionConfig(long_term_size=2)
     start = T0 + S.DAY
     history = [ev(1, T0), ev(2, T0 + 10), ev(1, T0 + 20), ev(3, T0 + 30)]
-    bags = S.long_term_bags(history, len(history), start, enc, cfg)
-    assert bags[F.ITEM] == [4, 2]  # "3" then "1"; "2" is past the cap
+    bags = S.raw_bags(history, len(history), start, FEATURES, cfg)
+    assert bags[F.ITEM] == ["3", "1"]  # "2" is past the cap
 
 
 def test_long_term_excludes_events_at_or_after_the_session_start():
-    enc = _encoder()
     history = [ev(1, T0), ev(2, T0 + 100)]
-    assert S.long_term_bags(history, 2, T0 + 100, enc, CFG)[F.ITEM] == [2]
+    assert S.raw_bags(history, 2, T0 + 100, FEATURES, CFG)[F.ITEM] == ["1"]
+
+
+def test_missing_side_values_are_padding_and_stay_out_of_the_bags():
+    enc = _encoder()
+    events = [ev(1, T0, cat=""), ev(2, T0 + 10, cat="d"), ev(3, T0 + 5000, cat="")]
+    assert enc.ids(events, "leaf_category") == [F.PAD_ID, 3, F.PAD_ID]
+    assert S.raw_bags(events, 2, T0 + 5000, FEATURES, CFG)["leaf_category"] == ["d"]
+    q = S.build_query(events, CFG, FEATURES)
+    assert q.short["leaf_category"] == [""] and q.long["leaf_category"] == ["d"]
 
 
 def test_train_records_labels_and_next_n_by_hand():
@@ -131,6 +147,26 @@ def test_train_records_labels_and_next_n_by_hand():
     assert r2[F.long_key(F.ITEM)] == [4, 3, 2]  # session 1, most recent first
 
 
+def test_a_capped_session_takes_its_earlier_chunk_as_long_term_behaviour():
+    # Documented rule: one session of 5 events, cap 3, makes chunks [1 2 3] [4 5]; the second
+    # chunk's long-term bags hold the first chunk (the most recent behaviour it does not see).
+    cfg = S.SessionConfig(max_session_length=3)
+    events = [ev(i, T0 + i) for i in range(1, 6)]
+    records, lens = S.train_records("u", events, _encoder(), cfg, {})
+    assert lens == [3, 2]
+    assert records[1][F.short_key(F.ITEM)] == [5]  # item "4" (id 5) as input
+    assert records[1][F.long_key(F.ITEM)] == [4, 3, 2]  # items 3, 2, 1
+
+
+def test_interleaved_sessions_train_on_their_own_events():
+    enc = _encoder()
+    events = [ev(i, T0 + 10 * i, "ab"[i % 2]) for i in range(1, 5)]  # b: 1 3, a: 2 4
+    records, _ = S.train_records("u", events, enc, CFG, {})
+    assert [r[F.LABEL] for r in records] == [[4], [5]]  # b: 1 -> 3; a: 2 -> 4
+    # a starts after b's first event: that event is a's long-term behaviour, b's later one not.
+    assert records[1][F.long_key(F.ITEM)] == [2]  # item "1"
+
+
 def test_unknown_values_map_to_oov():
     enc = _encoder()
     assert enc.ids([ev("zzz", T0, cat="q")], F.ITEM) == [F.OOV_ID]
@@ -147,19 +183,34 @@ def test_query_record_feeds_the_latest_session():
     assert S.query_record("u", [], ["5"], enc, CFG, {}) is None
 
 
+def test_build_query_drops_unknown_items_and_duplicates():
+    fed = [ev(1, T0), ev(1, T0), ev("new", T0 + 5), ev(2, T0 + 10)]
+    q = S.build_query(fed, CFG, FEATURES, known_items={"1", "2"})
+    assert q.short[F.ITEM] == ["1", "2"]
+    assert S.build_query([ev("new", T0)], CFG, FEATURES, known_items={"1"}) is None
+
+
 def test_query_of_a_session_longer_than_the_cap_is_its_last_window():
     # One session of 5 events, cap 3: training chunks are [1 2 3] [4 5]; a query feeds the last
     # 3 events (3 4 5), not the 2-event remainder, and the events before it go to the bags.
     cfg = S.SessionConfig(max_session_length=3)
     fed = [ev(i, T0 + i) for i in range(1, 6)]
     assert lengths(fed, cfg) == [3, 2]
-    assert S.query_start(fed, cfg) == 2
+    assert S.query_window(fed, cfg) == [2, 3, 4]
     rec = S.query_record("u", fed, ["9"], _encoder(), cfg, {})
     assert rec[F.LENGTH] == 3 and rec[F.HISTORY] == ["1", "2", "3", "4", "5"]
+    assert rec[F.long_key(F.ITEM)] == [3, 2]
     # A gap still ends the session: a 1-event last session stays a 1-event query.
     fed2 = fed + [ev(6, T0 + 10_000)]
-    assert S.query_start(fed2, cfg) == 5
-    assert S.query_start(fed[:1], cfg) == 0
+    assert S.query_window(fed2, cfg) == [5]
+    assert S.query_window(fed[:1], cfg) == [0]
+
+
+def test_query_of_interleaved_sessions_is_the_latest_events_session():
+    fed = [ev(i, T0 + 10 * i, "ab"[i % 2]) for i in range(1, 6)]  # b: 1 3 5, a: 2 4
+    q = S.build_query(fed, CFG, FEATURES)
+    assert q.short[F.ITEM] == ["1", "3", "5"]
+    assert q.long[F.ITEM] == []  # nothing before b's first event
 
 
 def test_split_time_feeds_a_quarter_of_the_test_day():

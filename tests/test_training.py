@@ -6,7 +6,7 @@ import pytest
 
 from launch import evaluate as evaluate_launcher
 from sdm_tf import config as C
-from sdm_tf import training
+from sdm_tf.train import training
 
 
 def smoke(*overrides):

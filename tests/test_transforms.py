@@ -6,10 +6,12 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import sessions as S
-from pipelines import transforms as T
-from pipelines.events import Event, InputFormat
-from sdm_tf import features as F
+from pipelines import examples as X
+from pipelines import read as R
+from pipelines import vocab as V
+from sdm_tf.core import features as F
+from sdm_tf.core import sessions as S
+from sdm_tf.core.events import Event, InputFormat
 
 T0 = 1_511_539_200
 
@@ -33,7 +35,7 @@ def test_read_events_validates_and_buckets(tmp_path):
     path.write_bytes(b"\n".join(rows) + b"\n")
     # Tiny chunks so that ranges split lines: every row must still be read exactly once.
     with TestPipeline() as p:
-        out = p | T.ReadEvents(str(path), InputFormat("taobao"), num_buckets=4, chunk_bytes=7)
+        out = p | R.ReadEvents(str(path), InputFormat("taobao"), num_buckets=4, chunk_bytes=7)
         users = (
             out["events"]
             | beam.FlatMap(lambda kv: [(e.user, e.item, e.timestamp) for e in kv[1]])
@@ -45,7 +47,7 @@ def test_read_events_validates_and_buckets(tmp_path):
             equal_to([[("1", "10", 1511539200), ("1", "11", 1511539300), ("2", "10", 1511539400)]]),
             label="events",
         )
-        reasons = out[T.DEAD] | beam.Map(lambda s: json.loads(s)["reason"])
+        reasons = out[R.DEAD] | beam.Map(lambda s: json.loads(s)["reason"])
         assert_that(
             reasons,
             equal_to(
@@ -54,7 +56,7 @@ def test_read_events_validates_and_buckets(tmp_path):
             ),
             label="dead",
         )
-        totals = out[T.STATS] | beam.CombineGlobally(T.CounterCombineFn())
+        totals = out[R.STATS] | beam.CombineGlobally(V.CounterCombineFn())
         assert_that(
             totals | beam.Map(lambda c: (c["input_rows"], c["accepted_rows"], c["rejected_rows"])),
             equal_to([(8, 3, 5)]),
@@ -68,16 +70,16 @@ def test_read_events_csv_with_header_and_jsonl(tmp_path):
     jsonl_path = tmp_path / "b.jsonl"
     jsonl_path.write_text('{"u": "v", "i": "k", "t": 7}\nnot json\n{"u": "v", "t": 8}\n')
     with TestPipeline() as p:
-        a = p | "A" >> T.ReadEvents(str(csv_path), InputFormat("csv", has_header=True))
+        a = p | "A" >> R.ReadEvents(str(csv_path), InputFormat("csv", has_header=True))
         got_a = a["events"] | "FA" >> beam.FlatMap(lambda kv: [(e.item, e.sides) for e in kv[1]])
         assert_that(
             got_a, equal_to([("i", ("", "c", "", "")), ("j", ("", "d", "", ""))]), label="csv"
         )
         fmt = InputFormat("jsonl", columns={"user": "u", "item": "i", "timestamp": "t"})
-        b = p | "B" >> T.ReadEvents(str(jsonl_path), fmt)
+        b = p | "B" >> R.ReadEvents(str(jsonl_path), fmt)
         got_b = b["events"] | "FB" >> beam.FlatMap(lambda kv: [e.item for e in kv[1]])
         assert_that(got_b, equal_to(["k"]), label="jsonl")
-        dead_b = b[T.DEAD] | "RB" >> beam.Map(lambda s: json.loads(s)["reason"])
+        dead_b = b[R.DEAD] | "RB" >> beam.Map(lambda s: json.loads(s)["reason"])
         assert_that(dead_b, equal_to(["bad_json", "missing_column"]), label="jsonl_dead")
 
 
@@ -87,10 +89,10 @@ def test_group_by_user_sorts_and_dedupes():
         (0, [ev("u", "a", 10, offset=1), ev("u", "b", 20, offset=3)]),
     ]
     with TestPipeline() as p:
-        out = p | beam.Create(batches) | T.GroupByUser()
+        out = p | beam.Create(batches) | R.GroupByUser()
         got = out["users"] | beam.Map(lambda kv: (kv[0], [e.item for e in kv[1]]))
         assert_that(got, equal_to([("u", ["a", "b"]), ("v", ["x"])]), label="users")
-        dups = out[T.STATS] | beam.CombineGlobally(T.CounterCombineFn())
+        dups = out[R.STATS] | beam.CombineGlobally(V.CounterCombineFn())
         assert_that(dups, equal_to([{"duplicate_events": 1}]), label="dups")
 
 
@@ -101,10 +103,10 @@ def test_filter_events_drops_rare_items_then_heavy_users():
         ("u3", [ev("u3", "pop", i) for i in range(3)]),
     ]
     with TestPipeline() as p:
-        out = p | beam.Create(users) | T.FilterEvents(min_item_count=2, max_user_events=2)
+        out = p | beam.Create(users) | V.FilterEvents(min_item_count=2, max_user_events=2)
         got = out["users"] | beam.Map(lambda kv: (kv[0], [e.item for e in kv[1]]))
         assert_that(got, equal_to([("u1", ["pop"]), ("u2", ["pop"])]), label="users")
-        stats = out[T.STATS] | beam.CombineGlobally(T.CounterCombineFn())
+        stats = out[R.STATS] | beam.CombineGlobally(V.CounterCombineFn())
         assert_that(
             stats,
             equal_to(
@@ -127,7 +129,7 @@ def test_build_vocabularies_orders_by_descending_frequency():
     ]
     profiles = [("u1", {"age": "3"}), ("u2", {"age": "3"}), ("u3", {"age": "5"})]
     with TestPipeline() as p:
-        vocabs = p | beam.Create(users) | T.BuildVocabularies(p | "P" >> beam.Create(profiles))
+        vocabs = p | beam.Create(users) | V.BuildVocabularies(p | "P" >> beam.Create(profiles))
         got = vocabs | beam.Map(
             lambda v: (
                 v["features"][F.ITEM],
@@ -186,7 +188,7 @@ def test_make_examples_loo():
     grouped = [("u", {"events": [events], "profile": [{"age": "3"}]})]
     with TestPipeline() as p:
         vocabs = p | "V" >> beam.Create([_vocabs()])
-        out = p | beam.Create(grouped) | T.MakeExamples(S.SessionConfig(next_n=2), "loo", vocabs)
+        out = p | beam.Create(grouped) | X.MakeExamples(S.SessionConfig(next_n=2), "loo", vocabs)
         # train: the history a,b,c -> inputs [a, b], labels [b, c]; eval: fed a,b,c, truth b.
         assert_that(
             out[F.TRAIN] | "PT" >> beam.Map(_parse(F.TRAIN)),
@@ -217,7 +219,7 @@ def test_make_examples_writes_held_out_test_queries_beside_validation():
     ]
     with TestPipeline() as p:
         vocabs = p | "V" >> beam.Create([{**_vocabs(), "profile_features": []}])
-        out = p | beam.Create(grouped) | T.MakeExamples(S.SessionConfig(next_n=2), "loo", vocabs)
+        out = p | beam.Create(grouped) | X.MakeExamples(S.SessionConfig(next_n=2), "loo", vocabs)
 
         def fields(serialized):
             import tensorflow as tf
@@ -251,8 +253,8 @@ def test_make_examples_writes_held_out_test_queries_beside_validation():
             label="train_all",
         )
         counts = (
-            out[T.STATS]
-            | beam.CombineGlobally(T.CounterCombineFn())
+            out[R.STATS]
+            | beam.CombineGlobally(V.CounterCombineFn())
             | beam.Map(
                 lambda c: (
                     c["test_examples"],
@@ -277,7 +279,7 @@ def test_make_examples_time_protocol_uses_the_global_last_day():
         out = (
             p
             | beam.Create(grouped)
-            | T.MakeExamples(S.SessionConfig(next_n=2), "time", vocabs, users_for_time=users)
+            | X.MakeExamples(S.SessionConfig(next_n=2), "time", vocabs, users_for_time=users)
         )
 
         def short_and_truth(serialized):
@@ -311,10 +313,10 @@ def test_read_events_parquet(tmp_path):
         "parquet", columns={"user": "uid", "item": "iid", "timestamp": "ts", "brand": "brand"}
     )
     with TestPipeline() as p:
-        out = p | T.ReadEvents(str(tmp_path / "log.parquet"), fmt)
+        out = p | R.ReadEvents(str(tmp_path / "log.parquet"), fmt)
         got = out["events"] | beam.FlatMap(lambda kv: [(e.item, e.sides[2]) for e in kv[1]])
         assert_that(got, equal_to([("a", "x"), ("b", "")]), label="events")
-        dead = out[T.DEAD] | beam.Map(lambda s: json.loads(s)["reason"])
+        dead = out[R.DEAD] | beam.Map(lambda s: json.loads(s)["reason"])
         assert_that(dead, equal_to(["empty_id"]), label="dead")
 
 
@@ -322,15 +324,15 @@ def test_read_table_parses_rows_and_rejects_bad_ones(tmp_path):
     path = tmp_path / "items.csv"
     path.write_text("item_id,brand,shop\ni1,b1,s1\ni2,b2\n,b3,s3\ni4,b4,s4\n")
     with TestPipeline() as p:
-        out = p | T.ReadTable(str(path), "item_id", {"brand": "brand"}, "item")
+        out = p | R.ReadTable(str(path), "item_id", {"brand": "brand"}, "item")
         assert_that(
             out["rows"], equal_to([("i1", {"brand": "b1"}), ("i4", {"brand": "b4"})]), label="rows"
         )
-        reasons = out[T.DEAD] | beam.Map(lambda s: json.loads(s)["reason"])
+        reasons = out[R.DEAD] | beam.Map(lambda s: json.loads(s)["reason"])
         assert_that(reasons, equal_to(["item:wrong_column_count", "item:empty_id"]), label="dead")
 
 
 def test_apply_item_table_overrides_sides():
     e = ev("u", "i1", 1, cat="old")
-    _, (got,) = T.apply_item_table(("u", [e]), {"i1": {"brand": "b9"}})
+    _, (got,) = R.apply_item_table(("u", [e]), {"i1": {"brand": "b9"}})
     assert got.sides == ("old", "", "b9", "")

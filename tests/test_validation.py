@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from sdm_tf import config as C
-from sdm_tf import features as F
-from sdm_tf import training
-from sdm_tf import validation as V
+from sdm_tf.core import features as F
+from sdm_tf.train import training
+from sdm_tf.train import validation as V
 from tests.conftest import IN_MEMORY
 
 

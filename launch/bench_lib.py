@@ -5,10 +5,10 @@ the training examples and vocabularies, and a validation split is carved from th
 own protocol (leave-one-out: each user's last training event; time: the last training day);
 `test_queries.csv` supplies each test user's history, fed as that user's latest session plus
 long-term bags by the same session rules; `test_truth.jsonl` is the ground truth. Training keeps
-the best epoch on validation and stops early (`sdm_tf.validation`), which also decides whether
+the best epoch on validation and stops early (`sdm_tf.train.validation`), which also decides whether
 the user's history is excluded from the ranking. Then the test split is ranked once, for SDM and
-for popularity and item-CF (`sdm_tf.baselines`) under the same history rule, and scored (with the
-split's `score.py` when one is found, and always with `sdm_tf.evaluation`).
+for popularity and item-CF (`sdm_tf.train.baselines`) under the same history rule, and scored (with the
+split's `score.py` when one is found, and always with `sdm_tf.train.evaluation`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import time
 from collections.abc import Sequence
 
 from sdm_tf import config as C
-from sdm_tf import evaluation as E
-from sdm_tf import features as F
-from sdm_tf import training
+from sdm_tf.core import features as F
+from sdm_tf.train import evaluation as E
+from sdm_tf.train import training
 
 
 def read_truth(path: str) -> dict[str, list[str]]:
@@ -107,7 +107,7 @@ def run(
     refit_all: after validation has chosen the epochs, fit a fresh model on every training event
     (validation targets included) for that many epochs and rank the test split with it.
     """
-    from sdm_tf import baselines as B
+    from sdm_tf.train import baselines as B
 
     t0 = time.perf_counter()
     os.makedirs(output_dir, exist_ok=True)

@@ -1,7 +1,7 @@
 """Raw events: the canonical record, input formats, and row validation.
 
 A row becomes an `Event` or a rejection reason; nothing here raises on bad input. The readers in
-`pipelines.transforms` turn every rejection into a dead-letter record and a counter.
+the readers of `pipelines` turn every rejection into a dead-letter record and a counter.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
-# Item-side columns an event (or the item table) may carry, in sdm_tf.features order.
+# Item-side columns an event (or the item table) may carry, in sdm_tf.core.features order.
 SIDE_FIELDS: tuple[str, ...] = ("leaf_category", "category", "brand", "shop")
 EVENT_FIELDS: tuple[str, ...] = (
     "user",

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from sdm_tf.layers.masking import causal_mask
+from sdm_tf.model.layers.masking import causal_mask
 
 
 class CausalSelfAttention(tf.keras.layers.Layer):

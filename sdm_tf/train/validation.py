@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from sdm_tf import evaluation as E
-from sdm_tf import features as F
+from sdm_tf.core import features as F
+from sdm_tf.train import evaluation as E
 
 RULES = ("kept", "excluded")  # the user's fed history: ranked as any item / never returned
 BEST_DIR = "best"
@@ -32,7 +32,7 @@ def validate(
     """Metrics on `eval/` under both history rules: {"kept": {...}, "excluded": {...}}.
 
     `batches`: eval/ already read (`read_validation`), to parse it once for every epoch."""
-    from sdm_tf import training  # training imports this module
+    from sdm_tf.train import training  # training imports this module
 
     vocab = training.load_item_vocab(data_dir)
     users, vecs, truth_lists, history = training.user_vectors(model, data_dir, batches=batches)
@@ -82,7 +82,7 @@ class RetrievalValidation(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self._batches is None:
-            from sdm_tf import training
+            from sdm_tf.train import training
 
             self._batches = list(training.eval_batches(self.data_dir, self.model.dataset))
         result = validate(self.model, self.data_dir, self.ks, self._batches)

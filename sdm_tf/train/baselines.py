@@ -10,7 +10,7 @@ numbers can be reproduced inside the project on any split:
   items fill the tail.
 
 With `exclude_history`, nothing the user was fed is returned (the "excluded" rule of
-`sdm_tf.validation`).
+`sdm_tf.train.validation`).
 """
 
 from __future__ import annotations

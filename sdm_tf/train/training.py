@@ -19,11 +19,11 @@ import numpy as np
 import tensorflow as tf
 
 from sdm_tf import config as C
-from sdm_tf import evaluation as E
-from sdm_tf import features as F
-from sdm_tf import validation as V
-from sdm_tf.input import InputReader
-from sdm_tf.model import SDM
+from sdm_tf.core import features as F
+from sdm_tf.model.sdm import SDM
+from sdm_tf.train import evaluation as E
+from sdm_tf.train import validation as V
+from sdm_tf.train.input import InputReader
 
 CHECKPOINT_DIR = "checkpoints"
 

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sdm_tf import distribute as D
+from sdm_tf.train import distribute as D
 
 
 class LocalCluster:

@@ -15,9 +15,9 @@ A GPU is used for flat and ivfpq when faiss-gpu finds one (HNSW is CPU-only in F
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
-import tempfile
 import time
 
 import faiss
@@ -98,41 +98,44 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
     return float(np.mean(hits) / k)
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def save(index: faiss.Index, cfg: IndexConfig, path: str, report: dict) -> None:
-    """Writes the index (+ `path`.json with its config and report); gs:// etc. via tf.io.gfile."""
+    """Writes the index to `path` and then `path`.json (its config, report, size and sha256), on
+    any tf.io.gfile filesystem. The metadata goes last and `load` checks the index against it,
+    so a half-written index is never picked up; an older metadata file is removed first."""
     import tensorflow as tf
 
     cpu = faiss.index_gpu_to_cpu(index) if num_gpus() > 0 and cfg.kind != "hnsw" else index
-    meta = json.dumps({"config": dataclasses.asdict(cfg), **report}, indent=1)
-    if _is_remote(path):
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, "index.faiss")
-            faiss.write_index(cpu, local)
-            tf.io.gfile.makedirs(os.path.dirname(path))
-            tf.io.gfile.copy(local, path, overwrite=True)
-    else:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        faiss.write_index(cpu, path)
-    with tf.io.gfile.GFile(path + ".json", "w") as f:
-        f.write(meta)
+    data = faiss.serialize_index(cpu).tobytes()
+    meta_path = path + ".json"
+    if tf.io.gfile.exists(meta_path):
+        tf.io.gfile.remove(meta_path)
+    tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(data)
+    meta = {
+        "config": dataclasses.asdict(cfg),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        **report,
+    }
+    with tf.io.gfile.GFile(meta_path, "w") as f:
+        f.write(json.dumps(meta, indent=1))
 
 
 def load(path: str) -> tuple[faiss.Index, IndexConfig]:
     import tensorflow as tf
 
-    with tf.io.gfile.GFile(path + ".json") as f:
-        cfg = IndexConfig(**json.load(f)["config"])
-    if _is_remote(path):
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, "index.faiss")
-            tf.io.gfile.copy(path, local)
-            index = faiss.read_index(local)
-    else:
-        index = faiss.read_index(path)
+    meta_path = path + ".json"
+    if not tf.io.gfile.exists(meta_path):
+        raise FileNotFoundError(f"no complete index at {path} ({meta_path} is missing)")
+    with tf.io.gfile.GFile(meta_path) as f:
+        meta = json.load(f)
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    if len(data) != meta["bytes"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise ValueError(f"index {path} does not match its metadata (partly written?)")
+    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    cfg = IndexConfig(**meta["config"])
     set_search_params(index, cfg)
     return index, cfg
 

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from sdm_tf.layers.masking import causal_mask, masked_softmax
+from sdm_tf.model.layers.masking import causal_mask, masked_softmax
 
 
 class UserAttention(tf.keras.layers.Layer):

@@ -4,7 +4,7 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
-from sdm_tf.layers.masking import masked_softmax
+from sdm_tf.model.layers.masking import masked_softmax
 
 
 class LongTermPooling(tf.keras.layers.Layer):

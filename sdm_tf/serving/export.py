@@ -1,8 +1,10 @@
 """Export: a SavedModel user tower on raw string ids, the item embeddings, and a manifest.
 
-Layout of an export (written to a temporary directory, then renamed into place):
+Layout of an export (`EXPORT_BASE/<version>/`; manifest.json is written last and marks it
+complete, on local disks and object stores alike):
 
-  saved_model/          serving_default: raw ids (strings, "" = padding) + length -> user_vector
+  saved_model/          serving_default: raw ids (UTF-8 strings, "" = padding) + length ->
+                        user_vector; ids: the same inputs -> the vocabulary ids
   item_embeddings.npy   [num_items, d] float32, row c = the item of class c
   item_bias.npy         [num_items] float32, the softmax bias (score = u . v_c + b_c)
   item_ids.txt          raw item id of each row (descending training frequency)
@@ -18,19 +20,18 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
 
 from sdm_tf import config as C
-from sdm_tf import features as F
-from sdm_tf.model import SDM
+from sdm_tf.core import features as F
+from sdm_tf.model.sdm import SDM
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -64,6 +65,8 @@ class ServingTower(tf.Module):
         # the whole signature ~1.6x). Longer inputs take the plain path.
         self.compiled = tf.function(self._network, jit_compile=True)
         self.serve = tf.function(self._serve, input_signature=[self.spec.serving_signature()])
+        # The ids the network sees for raw inputs: for parity checks against the pipeline.
+        self.lookup = tf.function(self.ids, input_signature=[self.spec.serving_signature()])
 
     def ids(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         d = self.model.dataset
@@ -134,8 +137,26 @@ def _files(root: str) -> list[str]:
     return sorted(out)
 
 
+def _write_npy(path: str, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def _read_npy(path: str) -> np.ndarray:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return np.load(io.BytesIO(f.read()))
+
+
 def export(model: SDM, cfg: C.ExperimentConfig, data_dir: str, export_base: str) -> str:
-    """Writes a new version under `export_base` (atomically); returns its path."""
+    """Writes a new version under `export_base`; returns its path.
+
+    Works on any tf.io.gfile filesystem (local, gs://, ram://). Publishing is a completion
+    marker, not a rename (a directory rename is a copy on object stores): manifest.json, with
+    every file's sha256, is written last, and `latest` / `Export` only take a version that has
+    one. A failed export removes what it wrote.
+    """
     spec = model.dataset
     vocabs = {f: read_vocab(data_dir, f) for f in (*spec.item_features, *spec.profile_features)}
     for f, vocab in vocabs.items():
@@ -146,25 +167,33 @@ def export(model: SDM, cfg: C.ExperimentConfig, data_dir: str, export_base: str)
             )
     version = str(int(time.time() * 1000))
     final = os.path.join(export_base, version)
-    tmp = os.path.join(export_base, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
-    tf.io.gfile.makedirs(tmp)
+    while tf.io.gfile.exists(final):  # two exports in the same millisecond
+        version = str(int(version) + 1)
+        final = os.path.join(export_base, version)
+    tf.io.gfile.makedirs(final)
     try:
         tower = ServingTower(model, vocabs)
         tf.saved_model.save(
             tower,
-            os.path.join(tmp, "saved_model"),
-            signatures={"serving_default": tower.serve.get_concrete_function()},
+            os.path.join(final, "saved_model"),
+            signatures={
+                "serving_default": tower.serve.get_concrete_function(),
+                "ids": tower.lookup.get_concrete_function(),
+            },
         )
-        np.save(
-            os.path.join(tmp, "item_embeddings.npy"), model.item_table.numpy().astype(np.float32)
+        _write_npy(
+            os.path.join(final, "item_embeddings.npy"),
+            model.item_table.numpy().astype(np.float32),
         )
-        np.save(os.path.join(tmp, "item_bias.npy"), model.output_bias.numpy().astype(np.float32))
-        with tf.io.gfile.GFile(os.path.join(tmp, "item_ids.txt"), "w") as f:
+        _write_npy(
+            os.path.join(final, "item_bias.npy"), model.output_bias.numpy().astype(np.float32)
+        )
+        with tf.io.gfile.GFile(os.path.join(final, "item_ids.txt"), "w") as f:
             f.write("".join(i + "\n" for i in vocabs[F.ITEM]))
-        tf.io.gfile.copy(os.path.join(data_dir, "items.tsv"), os.path.join(tmp, "items.tsv"))
-        with tf.io.gfile.GFile(os.path.join(tmp, "dataset_spec.json"), "w") as f:
+        tf.io.gfile.copy(os.path.join(data_dir, "items.tsv"), os.path.join(final, "items.tsv"))
+        with tf.io.gfile.GFile(os.path.join(final, "dataset_spec.json"), "w") as f:
             f.write(spec.to_json())
-        with tf.io.gfile.GFile(os.path.join(tmp, "config.json"), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(final, "config.json"), "w") as f:
             f.write(cfg.to_json())
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -174,25 +203,26 @@ def export(model: SDM, cfg: C.ExperimentConfig, data_dir: str, export_base: str)
             "num_items": int(model.num_classes),
             "preset": cfg.preset,
             "variant": cfg.variant,
-            "vocab_sha256": _sha256(os.path.join(tmp, "item_ids.txt")),
-            "files": {rel: _sha256(os.path.join(tmp, rel)) for rel in _files(tmp)},
+            "vocab_sha256": _sha256(os.path.join(final, "item_ids.txt")),
+            "files": {rel: _sha256(os.path.join(final, rel)) for rel in _files(final)},
         }
-        with tf.io.gfile.GFile(os.path.join(tmp, MANIFEST), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(final, MANIFEST), "w") as f:
             f.write(json.dumps(manifest, indent=1, sort_keys=True))
-        tf.io.gfile.rename(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tf.io.gfile.exists(final):
+            tf.io.gfile.rmtree(final)
         raise
     return final
 
 
 def latest(export_base: str) -> str:
-    """The newest complete version under `export_base` (temporary directories are skipped)."""
+    """The newest complete version under `export_base`: one whose manifest.json exists."""
     versions = [v.rstrip("/") for v in tf.io.gfile.listdir(export_base)]
-    versions = sorted((v for v in versions if v.isdigit()), key=int)
-    if not versions:
-        raise FileNotFoundError(f"no export under {export_base}")
-    return os.path.join(export_base, versions[-1])
+    versions = sorted((v for v in versions if v.isdigit()), key=int, reverse=True)
+    for v in versions:
+        if tf.io.gfile.exists(os.path.join(export_base, v, MANIFEST)):
+            return os.path.join(export_base, v)
+    raise FileNotFoundError(f"no complete export under {export_base}")
 
 
 class Export:
@@ -215,8 +245,8 @@ class Export:
                     raise ValueError(f"export {path}: checksum mismatch for {rel}")
         with tf.io.gfile.GFile(os.path.join(path, "dataset_spec.json")) as f:
             self.dataset = F.DatasetSpec.from_json(f.read())
-        self.item_embeddings = np.load(os.path.join(path, "item_embeddings.npy"))
-        self.item_bias = np.load(os.path.join(path, "item_bias.npy"))
+        self.item_embeddings = _read_npy(os.path.join(path, "item_embeddings.npy"))
+        self.item_bias = _read_npy(os.path.join(path, "item_bias.npy"))
         with tf.io.gfile.GFile(os.path.join(path, "item_ids.txt")) as f:
             self.item_ids = f.read().splitlines()
         if self.item_embeddings.shape != (self.manifest["num_items"], self.manifest["dim"]):
@@ -241,6 +271,11 @@ class Export:
     @property
     def dim(self) -> int:
         return int(self.manifest["dim"])
+
+    def ids(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raw-id inputs -> the vocabulary ids the network sees (the "ids" signature)."""
+        tensors = {k: tf.constant(v) for k, v in inputs.items()}
+        return {k: v.numpy() for k, v in self.saved_model.signatures["ids"](**tensors).items()}
 
     def user_vectors(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Raw-id inputs (the serving signature's keys) -> [B, d]."""

@@ -1,6 +1,6 @@
 """The SDM model: the user tower and the sampled-softmax retrieval objective.
 
-`UserTower` maps a batch of id features (the `sdm_tf.features` layout, model input keys) to one
+`UserTower` maps a batch of id features (the `sdm_tf.core.features` layout, model input keys) to one
 user vector per position: o_t, which predicts the item after position t. `SDM` adds the output
 item table V (+ bias) and the sampled softmax loss, following TFRS' `compute_loss` contract.
 """
@@ -12,9 +12,9 @@ from collections.abc import Mapping
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from sdm_tf import features as F
 from sdm_tf.config import ModelConfig
-from sdm_tf.layers import (
+from sdm_tf.core import features as F
+from sdm_tf.model.layers import (
     CausalSelfAttention,
     FeatureEmbeddings,
     Fusion,
@@ -225,8 +225,10 @@ class SDM(tfrs.models.Model):
 
     @property
     def full_softmax(self) -> bool:
-        """As many negatives as there are items: the exact softmax over the whole catalogue."""
-        return self.cfg.num_sampled >= self.num_classes and self.candidate_sampler is None
+        """The exact softmax over the whole catalogue: for small catalogues
+        (`full_softmax_max_items`) and when as many negatives as items are asked for."""
+        small = self.num_classes <= max(self.cfg.num_sampled, self.cfg.full_softmax_max_items)
+        return small and self.candidate_sampler is None
 
     def full_softmax_loss(self, vectors: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
         """Cross-entropy over every item, the `next_n` labels weighted 1/next_n each (the

@@ -11,7 +11,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from sdm_tf import features as F
+from sdm_tf.core import features as F
 
 
 @dataclasses.dataclass

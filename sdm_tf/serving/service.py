@@ -27,12 +27,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipelines import sessions as S
-from pipelines.events import SIDE_FIELDS
-from pipelines.events import Event as LogEvent
-from sdm_tf import features as F
-from sdm_tf import index as I
-from sdm_tf.export import Export, augment_queries
+from sdm_tf.core import features as F
+from sdm_tf.core import sessions as S
+from sdm_tf.core.events import SIDE_FIELDS
+from sdm_tf.core.events import Event as LogEvent
+from sdm_tf.serving import index as I
+from sdm_tf.serving.export import Export, augment_queries
 
 MAX_EVENTS = 1000
 MAX_K = 1000
@@ -84,65 +84,77 @@ class Retriever:
         self.index = index
         self.index_cfg = index_cfg
         self.popular = list(range(len(export.item_ids)))
+        self.known_items = frozenset(export.item_ids)
         self._lock = threading.Lock()  # FAISS HNSW search is thread-safe; the lock guards GPU
 
     # -- query construction -----------------------------------------------------------------
-    def _sides(self, e: EventIn) -> tuple[str, ...]:
-        known = self.export.item_sides.get(e.item, {})
-        return tuple((getattr(e, f) or known.get(f, "") or "") for f in SIDE_FIELDS)
-
-    def _value(self, e: LogEvent, feature: str) -> str:
-        return e.item if feature == F.ITEM else e.sides[SIDE_FIELDS.index(feature)]
-
-    def query(self, req: RetrieveRequest) -> dict | None:
-        """The raw short-term sequence, long-term bags and profile of one request."""
-        if not req.events:
-            return None
-        events = [
-            LogEvent("", e.item, e.timestamp or 0, e.session_id or "", "", self._sides(e), ("", i))
+    def events(self, req: RetrieveRequest) -> list[LogEvent]:
+        """A request's events as log events, side values joined with the export's item table
+        by the pipeline's rule. Without timestamps every event gets time 0: one session, the
+        last `max_session_length` events, no long-term bags."""
+        clock = all(e.timestamp is not None for e in req.events)
+        return [
+            LogEvent(
+                "",
+                e.item,
+                e.timestamp if clock else 0,
+                e.session_id or "",
+                "",
+                S.join_sides(
+                    tuple(getattr(e, f) or "" for f in SIDE_FIELDS),
+                    self.export.item_sides.get(e.item),
+                ),
+                ("", i),
+            )
             for i, e in enumerate(req.events)
         ]
+
+    def query(self, req: RetrieveRequest) -> dict | None:
+        """The raw short-term sequence, long-term bags and profile of one request, by the
+        pipeline's query builder (`sdm_tf.core.sessions.build_query`): unknown items and exact
+        duplicates are dropped there as in training. None: no known item to build on."""
         features = self.spec.item_features
-        if all(e.timestamp is not None for e in req.events):
-            events = S.sort_events(events)
-            start = S.query_start(events, self.session_cfg)
-            last = events[start:]
-            values = {f: (lambda e, f=f: self._value(e, f) or None) for f in features}
-            bags = S.recent_distinct(events, start, last[0].timestamp, values, self.session_cfg)
-        else:
-            last = events[-self.spec.max_session_length :]
-            bags = {f: [] for f in features}
-        for f, values in req.long_term.items():
-            if f not in bags:
-                raise ValueError(f"unknown long-term feature {f!r}; known: {list(features)}")
-            for v in values:
-                if v and v not in bags[f] and len(bags[f]) < self.spec.long_term_size:
-                    bags[f].append(v)
+        unknown = set(req.long_term) - set(features)
+        if unknown:
+            raise ValueError(
+                f"unknown long-term features {sorted(unknown)}; known: {list(features)}"
+            )
         unknown = set(req.profile) - set(self.spec.profile_features)
         if unknown:
             raise ValueError(f"unknown profile features {sorted(unknown)}")
+        q = S.build_query(self.events(req), self.session_cfg, features, self.known_items)
+        if q is None:
+            return None
+        bags = {f: list(q.long[f]) for f in features}
+        for f, values in req.long_term.items():  # explicit bags from the caller
+            for v in values:
+                if v and v not in bags[f] and len(bags[f]) < self.spec.long_term_size:
+                    bags[f].append(v)
         return {
-            "short": {f: [self._value(e, f) for e in last] for f in features},
+            "short": q.short,
             "long": bags,
-            "profile": {p: req.profile.get(p, F.OOV_TOKEN) for p in self.spec.profile_features},
+            # A missing profile value is OOV, as the pipeline encodes a user without one.
+            "profile": {p: req.profile.get(p) or F.OOV_TOKEN for p in self.spec.profile_features},
         }
 
     def inputs(self, queries: Sequence[dict]) -> dict[str, np.ndarray]:
-        """Pads raw queries into the serving signature's arrays ("" = padding)."""
+        """Pads raw queries into the serving signature's arrays ("" = padding), UTF-8 encoded."""
         features = self.spec.item_features
         t = max(len(q["short"][F.ITEM]) for q in queries)
         s = max(1, max(len(q["long"][f]) for q in queries for f in features))
         out = {F.LENGTH: np.array([len(q["short"][F.ITEM]) for q in queries], np.int64)}
         for f in features:
-            short = np.full((len(queries), t), "", dtype=object)
-            long = np.full((len(queries), s), "", dtype=object)
+            short = np.full((len(queries), t), b"", dtype=object)
+            long = np.full((len(queries), s), b"", dtype=object)
             for b, q in enumerate(queries):
-                short[b, : len(q["short"][f])] = q["short"][f]
-                long[b, : len(q["long"][f])] = q["long"][f]
-            out[F.short_key(f)] = short.astype(bytes)
-            out[F.long_key(f)] = long.astype(bytes)
+                short[b, : len(q["short"][f])] = [v.encode("utf-8") for v in q["short"][f]]
+                long[b, : len(q["long"][f])] = [v.encode("utf-8") for v in q["long"][f]]
+            out[F.short_key(f)] = short
+            out[F.long_key(f)] = long
         for p in self.spec.profile_features:
-            out[F.profile_key(p)] = np.array([q["profile"][p] for q in queries], dtype=bytes)
+            out[F.profile_key(p)] = np.array(
+                [q["profile"][p].encode("utf-8") for q in queries], dtype=object
+            )
         return out
 
     # -- retrieval --------------------------------------------------------------------------

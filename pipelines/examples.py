@@ -1,0 +1,150 @@
+"""Example construction: per-user events -> train / validation / test Examples, and stats.json."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+
+import apache_beam as beam
+
+from pipelines.read import STATS
+from pipelines.vocab import dataset_spec_from_vocabs
+from sdm_tf.core import features as F
+from sdm_tf.core import sessions as S
+
+# ---------------------------------------------------------------------------------------------
+# Examples
+# ---------------------------------------------------------------------------------------------
+PROTOCOLS = ("time", "loo", "queries", "none")
+
+
+class MakeExamplesFn(beam.DoFn):
+    """(user, {'events', 'fed', 'truth', 'profile'}) -> serialized train / eval Examples."""
+
+    def __init__(self, cfg: S.SessionConfig, protocol: str):
+        self.cfg = cfg
+        self.protocol = protocol
+        self._cache_key = None
+
+    def _setup_vocabs(self, vocabs):
+        # Side inputs are the same object within a bundle; build the lookups once.
+        if self._cache_key is not vocabs:
+            self._cache_key = vocabs
+            lookup = {
+                k: {v: i + F.NUM_RESERVED for i, (v, _) in enumerate(vals)}
+                for k, vals in vocabs["features"].items()
+            }
+            self.spec = F.FeatureSpec(dataset_spec_from_vocabs(vocabs, self.cfg))
+            self.enc = S.Encoder(lookup, vocabs["item_features"])
+            self.profile_lookup = {p: lookup[p] for p in vocabs["profile_features"]}
+
+    def process(self, element, vocabs, test_day_start):
+        self._setup_vocabs(vocabs)
+        user, groups = element
+        events = next(iter(groups.get("events", [])), [])
+        profile = next(iter(groups.get("profile", [])), {})
+        profile_ids = {
+            p: lk.get(profile.get(p, ""), F.OOV_ID) for p, lk in self.profile_lookup.items()
+        }
+        if self.protocol == "time":
+            train, fed, truth = S.split_time(events, test_day_start)
+        elif self.protocol == "loo":
+            train, fed, truth = S.split_loo(events)
+        elif self.protocol == "queries":
+            train = events
+            fed = next(iter(groups.get("fed", [])), [])
+            truth = next(iter(groups.get("truth", [])), [])
+        else:
+            train, fed, truth = events, [], []
+        stats = collections.Counter()
+        records, lengths = S.train_records(user, train, self.enc, self.cfg, profile_ids)
+        stats.update(
+            kept_events=len(events),
+            train_events=len(train),
+            sessions=len(lengths),
+            session_events=sum(lengths),
+            train_examples=len(records),
+            users=1 if events else 0,
+        )
+        for rec in records:
+            yield beam.pvalue.TaggedOutput(F.TRAIN, self.spec.encode(rec, F.TRAIN))
+        queries = [(F.EVAL, fed, truth)]
+        if "test_truth" in groups:  # held-out test queries beside the validation split
+            if len(train) != len(events):  # validation targets held out: the final fit has them
+                records, _ = S.train_records(user, events, self.enc, self.cfg, profile_ids)
+            stats[f"{F.TRAIN_ALL}_examples"] += len(records)
+            for rec in records:
+                yield beam.pvalue.TaggedOutput(F.TRAIN_ALL, self.spec.encode(rec, F.TRAIN))
+            test_fed = next(iter(groups.get("test_fed", [])), [])
+            queries.append((F.TEST, test_fed, next(iter(groups["test_truth"]), [])))
+        for tag, q_fed, q_truth in queries:
+            query = S.query_record(user, q_fed, q_truth, self.enc, self.cfg, profile_ids)
+            if query is not None:
+                stats[f"{tag}_examples"] += 1
+                yield beam.pvalue.TaggedOutput(tag, self.spec.encode(query, F.EVAL))
+            elif q_truth:
+                stats[f"{tag}_users_without_history"] += 1
+        yield beam.pvalue.TaggedOutput(STATS, dict(stats))
+
+
+def _max_timestamp(user_events) -> int:
+    return max(e.timestamp for e in user_events[1])
+
+
+class MakeExamples(beam.PTransform):
+    """Per-user groups + vocabularies -> train / eval serialized Examples and stats."""
+
+    def __init__(self, cfg: S.SessionConfig, protocol: str, vocabs, users_for_time=None):
+        super().__init__()
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}")
+        self.cfg = cfg
+        self.protocol = protocol
+        self.vocabs = vocabs
+        self.users_for_time = users_for_time
+
+    def expand(self, grouped):
+        if self.protocol == "time":
+            test_day = (
+                self.users_for_time
+                | "MaxTimestamp" >> beam.Map(_max_timestamp)
+                | "GlobalMax" >> beam.CombineGlobally(max).without_defaults()
+                | "TestDay" >> beam.Map(S.day_start)
+            )
+            test_day_side = beam.pvalue.AsSingleton(test_day, default_value=None)
+        else:
+            test_day_side = beam.pvalue.AsSingleton(
+                grouped.pipeline | "NoTestDay" >> beam.Create([None])
+            )
+        results = grouped | "Examples" >> beam.ParDo(
+            MakeExamplesFn(self.cfg, self.protocol),
+            vocabs=beam.pvalue.AsSingleton(self.vocabs),
+            test_day_start=test_day_side,
+        ).with_outputs(F.TRAIN, F.EVAL, F.TEST, F.TRAIN_ALL, STATS)
+        return {tag: results[tag] for tag in (F.TRAIN, F.EVAL, F.TEST, F.TRAIN_ALL, STATS)}
+
+
+def finalize_stats(counts: Mapping[str, int]) -> dict:
+    """Raw summed counts -> stats.json content, with the required keys always present."""
+    rejected_by_reason = {
+        k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("rejected:")
+    }
+    sessions = counts.get("sessions", 0)
+    out = {
+        "input_rows": counts.get("input_rows", 0),
+        "accepted_rows": counts.get("accepted_rows", 0),
+        "rejected_rows": counts.get("rejected_rows", 0),
+        "rejected_by_reason": rejected_by_reason,
+        "duplicate_events": counts.get("duplicate_events", 0),
+        "events": counts.get("kept_events", 0),
+        "users": counts.get("users", 0),
+        "items": counts.get("items", 0),
+        "sessions": sessions,
+        "train_examples": counts.get("train_examples", 0),
+        "eval_examples": counts.get("eval_examples", 0),
+        "avg_session_length": (counts.get("session_events", 0) / sessions) if sessions else 0.0,
+    }
+    for k, v in sorted(counts.items()):
+        if k not in out and not k.startswith("rejected:"):
+            out[k] = v
+    return out

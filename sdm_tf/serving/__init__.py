@@ -1,0 +1,1 @@
+"""Serving: the exported user tower, FAISS indexes and the HTTP retrieval service."""

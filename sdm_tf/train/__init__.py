@@ -1,0 +1,1 @@
+"""Training: input reader, fit loop, validation and early stopping, strategies, metrics."""
