@@ -7,6 +7,7 @@ Writes metrics.json and predictions.jsonl (../shared/bench/score.py's format) to
 import json
 import os
 
+import tensorflow as tf
 from absl import app, flags
 
 from launch import common
@@ -30,11 +31,11 @@ def run(data_dir, model_dir, output_dir, ks, exclude_seen=False) -> dict:
     metrics, predictions, truth = training.evaluate(model, data_dir, ks, exclude_seen, split=split)
     popular = B.popularity_predictions(training.load_item_vocab(data_dir), {}, truth, max(ks))
     baseline = E.retrieval_metrics(truth, popular, ks)
-    os.makedirs(output_dir, exist_ok=True)
+    tf.io.gfile.makedirs(output_dir)  # gs:// as well as local
     E.write_predictions(os.path.join(output_dir, "predictions.jsonl"), predictions)
     result = {"model": metrics, "popularity": baseline}
-    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    with tf.io.gfile.GFile(os.path.join(output_dir, "metrics.json"), "w") as f:
+        f.write(json.dumps(result, indent=1))
     print(E.format_table({"SDM": metrics, "popularity": baseline}, ks))
     return result
 

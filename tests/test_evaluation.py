@@ -42,11 +42,35 @@ def test_metrics_agree_with_score_py():
         assert ours[key] == pytest.approx(theirs[key], abs=1e-12), key
 
 
-def test_top_k_is_brute_force_with_exclusions():
-    rng = np.random.default_rng(1)
-    users, items, bias = rng.normal(size=(7, 4)), rng.normal(size=(30, 4)), rng.normal(size=30)
-    exclude = [[0, 1, 2]] + [[] for _ in range(6)]
-    got = E.top_k(users, items, bias, 5, exclude=exclude, block=3)
-    scores = users @ items.T + bias
-    scores[0, [0, 1, 2]] = -np.inf
-    np.testing.assert_array_equal(got, np.argsort(-scores, axis=1, kind="stable")[:, :5])
+def test_empty_truth_is_left_out_not_a_division_by_zero():
+    m = E.retrieval_metrics({"u": ["a"], "v": []}, {"u": ["a"], "v": ["a"]}, [1])
+    assert m["users"] == 1 and m["users_without_truth"] == 1
+    assert m["HitRate@1"] == 1.0 and m["NDCG@1"] == 1.0
+
+
+def test_repeated_predictions_count_once():
+    # ["a", "a", "b"] against {a, b} at K=3: hits a (rank 0) and b (rank 2) once each;
+    # NDCG = (1 + 1/log2(4)) / (1 + 1/log2(3)) < 1 (counting "a" twice would exceed 1).
+    m = E.retrieval_metrics({"u": ["a", "b"]}, {"u": ["a", "a", "b"]}, [3])
+    assert m["Recall@3"] == 1.0 and m["Precision@3"] == pytest.approx(2 / 3)
+    assert m["NDCG@3"] == pytest.approx((1 + 0.5) / (1 + 1 / math.log2(3)))
+    m = E.retrieval_metrics({"u": ["a"]}, {"u": ["a", "a"]}, [2])
+    assert m["NDCG@2"] == 1.0
+
+
+def test_rank_never_returns_excluded_items_even_when_fewer_than_k_remain():
+    import types
+
+    import tensorflow as tf
+
+    from sdm_tf.train import training
+
+    items = np.array([[1.0], [2.0], [3.0], [4.0], [5.0]], np.float32)
+    model = types.SimpleNamespace(
+        item_table=tf.constant(items), output_bias=tf.zeros([5], tf.float32)
+    )
+    vocab = ["a", "b", "c", "d", "e"]
+    users = np.array([[1.0], [-1.0]], np.float32)
+    got = training.rank(model, vocab, users, [["e", "d", "c"], []], k=4)
+    assert got[0] == ["b", "a"]  # 2 left after the exclusion, best first
+    assert got[1] == ["a", "b", "c", "d"]

@@ -14,63 +14,39 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
-
 
 def retrieval_metrics(
     truth: Mapping[str, Sequence[str]],
     predictions: Mapping[str, Sequence[str]],
     ks: Iterable[int] = (20, 50, 100),
 ) -> dict[str, float]:
-    """Metrics over every user in `truth`; a user without predictions scores zero."""
+    """Metrics over every user in `truth`; a user without predictions scores zero.
+
+    A user whose truth is empty cannot be scored: left out of the averages and counted in
+    `users_without_truth`. A repeated prediction counts once, in hits and in NDCG alike.
+    """
     ks = list(ks)
-    out: dict[str, float] = {"users": len(truth)}
+    scored = {u: gold for u, gold in truth.items() if gold}
+    out: dict[str, float] = {"users": len(scored), "users_without_truth": len(truth) - len(scored)}
     sums = {(name, k): 0.0 for k in ks for name in ("HitRate", "Recall", "Precision", "F1", "NDCG")}
-    for user, gold in truth.items():
+    for user, gold in scored.items():
         gold_set = set(gold)
         ranked = list(predictions.get(user, []))
         for k in ks:
             top = ranked[:k]
-            n = sum(1 for i in dict.fromkeys(top) if i in gold_set)
+            first = {i: rank for rank, i in reversed(list(enumerate(top)))}  # first position
+            n = sum(1 for i in first if i in gold_set)
             r, p = n / len(gold_set), n / k
             sums["HitRate", k] += 1.0 if n else 0.0
             sums["Recall", k] += r
             sums["Precision", k] += p
             sums["F1", k] += 2 * p * r / (p + r) if n else 0.0
-            dcg = sum(1 / math.log2(rank + 2) for rank, i in enumerate(top) if i in gold_set)
+            dcg = sum(1 / math.log2(rank + 2) for i, rank in first.items() if i in gold_set)
             ideal = sum(1 / math.log2(rank + 2) for rank in range(min(k, len(gold_set))))
             sums["NDCG", k] += dcg / ideal
-    m = max(len(truth), 1)
+    m = max(len(scored), 1)
     for (name, k), v in sums.items():
         out[f"{name}@{k}"] = v / m
-    return out
-
-
-def top_k(
-    user_vectors: np.ndarray,
-    item_table: np.ndarray,
-    item_bias: np.ndarray | None,
-    k: int,
-    exclude: Sequence[Iterable[int]] | None = None,
-    block: int = 4096,
-) -> np.ndarray:
-    """Exact inner-product top-K: [U, d] x [C, d] -> [U, k] class indices, best first.
-
-    `exclude[u]` lists classes never to return for user u (e.g. what the user already saw).
-    """
-    k = min(k, item_table.shape[0])
-    out = np.empty((user_vectors.shape[0], k), np.int64)
-    for start in range(0, user_vectors.shape[0], block):
-        scores = user_vectors[start : start + block] @ item_table.T
-        if item_bias is not None:
-            scores = scores + item_bias
-        if exclude is not None:
-            for row, classes in enumerate(exclude[start : start + block]):
-                idx = [c for c in classes if 0 <= c < scores.shape[1]]
-                scores[row, idx] = -np.inf
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(scores, part, 1).argsort(axis=1, kind="stable")[:, ::-1]
-        out[start : start + block] = np.take_along_axis(part, order, 1)
     return out
 
 
