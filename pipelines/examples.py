@@ -91,27 +91,36 @@ def _max_timestamp(user_events) -> int:
     return max(e.timestamp for e in user_events[1])
 
 
+class TestDayStart(beam.PTransform):
+    """Users -> a singleton: the start (UTC midnight) of the last day in the log, the day the
+    time protocol holds out."""
+
+    def expand(self, users):
+        return (
+            users
+            | "MaxTimestamp" >> beam.Map(_max_timestamp)
+            | "GlobalMax" >> beam.CombineGlobally(max).without_defaults()
+            | "TestDay" >> beam.Map(S.day_start)
+        )
+
+
 class MakeExamples(beam.PTransform):
     """Per-user groups + vocabularies -> train / eval serialized Examples and stats."""
 
-    def __init__(self, cfg: S.SessionConfig, protocol: str, vocabs, users_for_time=None):
+    def __init__(self, cfg: S.SessionConfig, protocol: str, vocabs, test_day=None):
         super().__init__()
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}")
+        if (protocol == "time") != (test_day is not None):
+            raise ValueError("the time protocol, and only it, needs test_day (TestDayStart)")
         self.cfg = cfg
         self.protocol = protocol
         self.vocabs = vocabs
-        self.users_for_time = users_for_time
+        self.test_day = test_day
 
     def expand(self, grouped):
-        if self.protocol == "time":
-            test_day = (
-                self.users_for_time
-                | "MaxTimestamp" >> beam.Map(_max_timestamp)
-                | "GlobalMax" >> beam.CombineGlobally(max).without_defaults()
-                | "TestDay" >> beam.Map(S.day_start)
-            )
-            test_day_side = beam.pvalue.AsSingleton(test_day, default_value=None)
+        if self.test_day is not None:
+            test_day_side = beam.pvalue.AsSingleton(self.test_day, default_value=None)
         else:
             test_day_side = beam.pvalue.AsSingleton(
                 grouped.pipeline | "NoTestDay" >> beam.Create([None])

@@ -104,7 +104,9 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
         stats.append(profile[R.STATS])
         profiles = profile["rows"]
 
-    vocabs = users | "Vocabularies" >> V.BuildVocabularies(profiles)
+    # The time protocol holds out the last day: frequencies are counted before it.
+    test_day = users | "TestDayStart" >> X.TestDayStart() if cfg.eval_protocol == "time" else None
+    vocabs = users | "Vocabularies" >> V.BuildVocabularies(profiles, before=test_day)
 
     groups = {"events": users}
     if profiles is not None:
@@ -139,7 +141,7 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
         )
     joined = groups | "JoinPerUser" >> beam.CoGroupByKey()
     examples = joined | "MakeExamples" >> X.MakeExamples(
-        cfg.session, cfg.eval_protocol, vocabs, users_for_time=users
+        cfg.session, cfg.eval_protocol, vocabs, test_day=test_day
     )
     stats.append(examples[R.STATS])
     stats.append(vocabs | "ItemCount" >> beam.Map(lambda v: {"items": len(v["features"][F.ITEM])}))

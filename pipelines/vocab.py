@@ -90,9 +90,12 @@ class FilterEvents(beam.PTransform):
 # ---------------------------------------------------------------------------------------------
 # Vocabularies
 # ---------------------------------------------------------------------------------------------
-def _feature_counts(user_events) -> dict:
-    """{feature: Counter(value)} for the item features of one user's events ("" skipped)."""
+def _feature_counts(user_events, before: int | None = None) -> dict:
+    """{feature: Counter(value)} for the item features of one user's events ("" skipped);
+    with `before`, only the events before that time (the training part of the time protocol)."""
     _, events = user_events
+    if before is not None:
+        events = [e for e in events if e.timestamp < before]
     out = {F.ITEM: collections.Counter(e.item for e in events)}
     for i, f in enumerate(SIDE_FIELDS):
         c = collections.Counter(e.sides[i] for e in events if e.sides[i])
@@ -154,14 +157,22 @@ def _profile_counts(row) -> dict:
 class BuildVocabularies(beam.PTransform):
     """Users (and profile rows) -> a singleton PCollection with the vocabularies."""
 
-    def __init__(self, profiles=None):
+    def __init__(self, profiles=None, before=None):
+        """before: a singleton PCollection (a time) or None; with it, frequencies are counted
+        on the events before that time only, so that held-out events order neither the
+        vocabularies, nor the sampler's distribution, nor the popularity baseline."""
         super().__init__()
         self.profiles = profiles
+        self.before = before
 
     def expand(self, users):
+        if self.before is not None:
+            before = beam.pvalue.AsSingleton(self.before, default_value=None)
+        else:
+            before = beam.pvalue.AsSingleton(users.pipeline | "NoCutoff" >> beam.Create([None]))
         counts = (
             users
-            | "CountFeatures" >> beam.Map(_feature_counts)
+            | "CountFeatures" >> beam.Map(_feature_counts, before)
             | "SumFeatures" >> beam.CombineGlobally(NestedCounterCombineFn())
         )
         if self.profiles is not None:

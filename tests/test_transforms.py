@@ -279,7 +279,9 @@ def test_make_examples_time_protocol_uses_the_global_last_day():
         out = (
             p
             | beam.Create(grouped)
-            | X.MakeExamples(S.SessionConfig(next_n=2), "time", vocabs, users_for_time=users)
+            | X.MakeExamples(
+                S.SessionConfig(next_n=2), "time", vocabs, test_day=users | X.TestDayStart()
+            )
         )
 
         def short_and_truth(serialized):
@@ -294,6 +296,19 @@ def test_make_examples_time_protocol_uses_the_global_last_day():
         )
         n_train = out[F.TRAIN] | beam.combiners.Count.Globally()
         assert_that(n_train, equal_to([2]), label="train")
+
+
+def test_time_protocol_counts_frequencies_before_the_test_day():
+    # "z" is the most frequent item only thanks to the held-out day: it must not lead the
+    # vocabulary (its order is the sampler's and the popularity baseline's).
+    day = T0 + 2 * S.DAY
+    u = [ev("u", "a", T0), ev("u", "a", T0 + 10), ev("u", "b", T0 + 20)]
+    u += [ev("u", "z", day + i) for i in range(5)]
+    with TestPipeline() as p:
+        users = p | beam.Create([("u", u)])
+        vocabs = users | V.BuildVocabularies(before=users | X.TestDayStart())
+        got = vocabs | beam.Map(lambda v: v["features"][F.ITEM])
+        assert_that(got, equal_to([[("a", 2), ("b", 1)]]))
 
 
 def test_read_events_parquet(tmp_path):
