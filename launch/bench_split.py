@@ -6,7 +6,7 @@ DIR is any directory written by ../shared/bench/prepare.py. Prints score.py's me
 import json
 import logging
 
-from absl import app, flags
+from absl import flags
 
 from launch import bench_lib as bench_split
 from launch import common
@@ -63,7 +63,7 @@ def main(argv):
 
 
 def entry():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from launch import common
 from sdm_tf.serving import index as I
@@ -57,7 +57,7 @@ def main(argv):
 
 
 def entry():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

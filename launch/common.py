@@ -1,11 +1,14 @@
 """Flags shared by the launchers (absl). Library code never reads FLAGS; launchers pass values."""
 
 import os
+import sys
+from collections.abc import Callable
 
-from absl import flags
+from absl import app, flags, logging
 
 import sdm_tf  # noqa: F401  (the Keras switch, before TensorFlow loads)
 from sdm_tf import config as C
+from sdm_tf.core.errors import InputError
 
 # Names several launchers share, defined once so that they can live in one process (tests).
 # Defaults come from the environment, so a cluster manifest passes only a preset and overrides.
@@ -37,8 +40,6 @@ def require(*holders) -> None:
     not need them), so each main checks its own."""
     missing = [f"--{h.name}" for h in holders if h.value in (None, "")]
     if missing:
-        from absl import app
-
         raise app.UsageError(f"missing required flags: {' '.join(missing)}")
 
 
@@ -51,3 +52,46 @@ def experiment_config() -> C.ExperimentConfig:
     if STEPS.value is not None:
         overrides.append(f"train.steps_per_epoch={STEPS.value}")
     return C.get_config(PRESET.value, VARIANT.value, overrides)
+
+
+def report_input_errors(main: Callable) -> Callable:
+    """Wraps a main: an `InputError` becomes one line on stderr and exit status 2 (the
+    traceback too with --verbosity=1)."""
+
+    def wrapped(argv):
+        try:
+            return main(argv)
+        except InputError as e:
+            if logging.get_verbosity() >= logging.DEBUG:
+                raise
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapped
+
+
+def run(main: Callable) -> None:
+    """`app.run` with input errors reported as one line."""
+    app.run(report_input_errors(main))
+
+
+def check_data_dir(path: str, split: str = "train") -> None:
+    """A preprocessed data directory (launch.preprocess's output) with `split` examples."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(os.path.join(path, "dataset_spec.json")):
+        raise InputError(
+            f"--data_dir {path}: not a preprocessed data directory (no dataset_spec.json; "
+            "launch.preprocess writes one)"
+        )
+    if not tf.io.gfile.glob(os.path.join(path, split, "*.tfrecord.gz")):
+        raise InputError(f"--data_dir {path}: no {split}/*.tfrecord.gz examples")
+
+
+def check_model_dir(path: str) -> None:
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(os.path.join(path, C.CONFIG_FILE)):
+        raise InputError(
+            f"--model_dir {path}: no trained model (no {C.CONFIG_FILE}; launch.train writes one)"
+        )

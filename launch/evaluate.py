@@ -8,7 +8,7 @@ import json
 import os
 
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 from launch import common
 from sdm_tf.core import features as F
@@ -43,12 +43,14 @@ def run(data_dir, model_dir, output_dir, ks, exclude_seen=False) -> dict:
 def main(argv):
     del argv
     common.require(DATA_DIR, MODEL_DIR)
+    common.check_data_dir(DATA_DIR.value, "eval")
+    common.check_model_dir(MODEL_DIR.value)
     out = OUTPUT_DIR.value or os.path.join(MODEL_DIR.value, "eval")
     run(DATA_DIR.value, MODEL_DIR.value, out, KS.value, EXCLUDE_SEEN.value)
 
 
 def entry():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

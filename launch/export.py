@@ -3,8 +3,6 @@
 Writes a new version directory under --export_dir atomically and prints its path.
 """
 
-from absl import app
-
 from launch import common
 from sdm_tf import config as C
 from sdm_tf.serving import export
@@ -23,11 +21,13 @@ def run(data_dir: str, model_dir: str, export_dir: str) -> str:
 def main(argv):
     del argv
     common.require(DATA_DIR, MODEL_DIR, EXPORT_DIR)
+    common.check_data_dir(DATA_DIR.value)
+    common.check_model_dir(MODEL_DIR.value)
     print(run(DATA_DIR.value, MODEL_DIR.value, EXPORT_DIR.value))
 
 
 def entry():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

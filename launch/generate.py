@@ -2,7 +2,7 @@
 
 import json
 
-from absl import app, flags
+from absl import flags
 
 from launch import common
 from pipelines import synthetic
@@ -24,7 +24,7 @@ def main(argv):
 
 
 def entry():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import json
 import time
 
 import httpx
-from absl import app, flags
+from absl import flags
 
 from launch import common
 
@@ -62,7 +62,7 @@ def main(argv):
 
 
 def entry():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Loads the export (verified) and its index once, then serves HTTP JSON (see sdm_t
 import os
 
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 import sdm_tf  # noqa: F401
 from launch import common
@@ -50,7 +50,7 @@ def main(argv):
 
 
 def entry():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

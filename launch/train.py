@@ -4,7 +4,7 @@ import json
 import os
 
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 from launch import common
 from sdm_tf.train import distribute, training
@@ -22,6 +22,7 @@ PS_MIN_ROWS = flags.DEFINE_integer(
 def main(argv):
     del argv
     common.require(DATA_DIR, MODEL_DIR)
+    common.check_data_dir(DATA_DIR.value)
     if not distribute.run_server_if_needed():  # ps / worker tasks serve until killed
         return
     if distribute.task_type() == "evaluator":
@@ -38,7 +39,7 @@ def main(argv):
 
 
 def entry():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from pipelines import read as R
 from pipelines import vocab as V
 from sdm_tf.core import features as F
 from sdm_tf.core import sessions as S
+from sdm_tf.core.errors import InputError
 from sdm_tf.core.events import FORMATS, SIDE_FIELDS, InputFormat, parse_columns
 
 
@@ -286,10 +287,46 @@ def default_pipeline_args(beam_args: Sequence[str]) -> list[str]:
     return args
 
 
+def check_inputs(cfg: PreprocessConfig) -> None:
+    """Every named file exists and a CSV header has the mapped columns, before Beam starts:
+    `InputError` with the flag and what was expected, not a failure inside a worker."""
+    named = {
+        "input": cfg.input,
+        "item_table": cfg.item_table,
+        "user_table": cfg.user_table,
+        "queries": cfg.queries,
+        "truth": cfg.truth,
+        "test_queries": cfg.test_queries,
+        "test_truth": cfg.test_truth,
+    }
+    for flag, pattern in named.items():
+        if pattern and not FileSystems.match([pattern])[0].metadata_list:
+            raise InputError(f"--{flag} {pattern}: no such file")
+    if cfg.fmt.kind == "csv" and cfg.fmt.has_header:
+        for flag in ("input", "queries", "test_queries"):
+            if not named[flag]:
+                continue
+            header = R.read_csv_header(named[flag], cfg.fmt.delimiter)
+            for field in ("user", "item", "timestamp"):
+                column = cfg.fmt.columns.get(field)
+                if isinstance(column, str) and column not in header:
+                    raise InputError(
+                        f"--{flag} {named[flag]}: no column {column!r} for the {field} "
+                        f"(the header has {header}); map it with --columns {field}=NAME"
+                    )
+    for flag, pattern, key in (
+        ("item_table", cfg.item_table, cfg.item_key),
+        ("user_table", cfg.user_table, cfg.user_key),
+    ):
+        if pattern and key not in R.read_csv_header(pattern):
+            raise InputError(f"--{flag} {pattern}: no {key!r} column in its header")
+
+
 def run(argv: Sequence[str] | None = None) -> dict:
     """Runs the pipeline and returns stats.json's content."""
     args, beam_args = make_parser().parse_known_args(argv)
     cfg = config_from_args(args)
+    check_inputs(cfg)
     options = PipelineOptions(default_pipeline_args(beam_args))
     with beam.Pipeline(options=options) as p:
         build(p, cfg)

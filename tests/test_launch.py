@@ -23,3 +23,56 @@ def test_flags_parse_with_every_launcher_loaded():
         assert flags.FLAGS.preset == "smoke"
     finally:
         flags.FLAGS.unparse_flags()
+
+
+def _launch(*args, cwd=None):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd or root, env=env, capture_output=True, text=True
+    )
+
+
+def _one_line_error(out, *fragments):
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_train_on_a_missing_data_dir_is_one_line(tmp_path):
+    out = _launch("launch.train", "--data_dir", "/missing", "--model_dir", str(tmp_path / "m"))
+    _one_line_error(out, "--data_dir /missing", "dataset_spec.json")
+
+
+def test_evaluate_without_a_model_is_one_line(preprocessed_dir, tmp_path):
+    out = _launch(
+        "launch.evaluate", "--data_dir", str(preprocessed_dir), "--model_dir", str(tmp_path)
+    )
+    _one_line_error(out, f"--model_dir {tmp_path}", "config.json")
+
+
+def test_preprocess_errors_are_one_line(tmp_path):
+    out = _launch("launch.preprocess", "--input", "/missing.csv", "--output_dir", str(tmp_path))
+    _one_line_error(out, "--input /missing.csv", "no such file")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("uid,iid,ts\n1,2,1600000000\n")
+    out = _launch(
+        "launch.preprocess", "--format=csv", "--input", str(bad), "--output_dir", str(tmp_path)
+    )
+    _one_line_error(out, f"--input {bad}", "'user_id'", "--columns user=NAME")
+    items = tmp_path / "items.csv"
+    items.write_text("id,brand\n2,b\n")
+    good = tmp_path / "good.csv"
+    good.write_text("user_id,item_id,timestamp\n1,2,1600000000\n")
+    out = _launch(
+        "launch.preprocess", "--format=csv", f"--input={good}", f"--item_table={items}",
+        "--output_dir", str(tmp_path / "o"),
+    )  # fmt: skip
+    _one_line_error(out, f"--item_table {items}", "'item_id'")

@@ -1,0 +1,6 @@
+"""Errors a user can act on."""
+
+
+class InputError(ValueError):
+    """A missing or malformed input named by the user (a flag's file, a column): launchers print
+    its one-line message and exit with status 2 instead of a traceback."""
