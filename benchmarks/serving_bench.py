@@ -9,7 +9,10 @@ thousand), searched for the top 300. Reported, all in one run:
 
 * p50 / p99 latency of one request (tower + top-K) with the exact index and with HNSW;
 * throughput with batches of --batch requests;
-* recall@K of HNSW (and IVF-PQ if asked) against exact search, on the benchmark's user vectors.
+* recall@K of HNSW (and IVF-PQ if asked) against exact search, on the benchmark's user vectors;
+* with --clients: HTTP throughput and p99 under 1, 4, 16 concurrent clients (loopback; a client
+  process apart from the server, `benchmarks/http_load.py`) against the service on the HNSW
+  index, with searches serialised by a lock (before) and concurrent (the service's default).
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -99,6 +106,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--ef_construction", type=int, default=80)
     ap.add_argument("--ef_search", type=int, nargs="+", default=[300, 500, 800])
     ap.add_argument("--faiss_threads", type=int, default=1, help="OpenMP threads per search")
+    ap.add_argument("--clients", type=int, nargs="*", default=[], help="e.g. 1 4 16")
+    ap.add_argument("--http_requests", type=int, default=400, help="per concurrency level")
     a = ap.parse_args(argv)
     import faiss
 
@@ -155,8 +164,48 @@ def main(argv=None) -> dict:
         }
         result["hnsw"].append(row)
         print(json.dumps(row), flush=True)
+    if a.clients:
+        hnsw_cfg.ef_search = a.ef_search[0]
+        I.set_search_params(hnsw, hnsw_cfg)
+        result["http"] = {"ef_search": a.ef_search[0]}
+        for name, serialize in (("serialised_search", True), ("concurrent_search", None)):
+            retriever = serving.Retriever(exp, hnsw, hnsw_cfg, serialize_search=serialize)
+            result["http"][name] = http_concurrency(retriever, reqs, a.clients, a.http_requests)
+            print(json.dumps({name: result["http"][name]}), flush=True)
     print(json.dumps(result, indent=1))
     return result
+
+
+def http_concurrency(retriever, reqs, clients: list[int], n: int) -> list[dict]:
+    """The service on `retriever` in this process; load from a separate client process."""
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = serving.create_app(retriever)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    rows = []
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        f.writelines(r.model_dump_json(exclude_none=True) + "\n" for r in reqs)
+    client = os.path.join(os.path.dirname(os.path.abspath(__file__)), "http_load.py")
+    try:
+        for c in clients:
+            out = subprocess.run(
+                [sys.executable, client, f"http://127.0.0.1:{port}/v1/retrieve", f.name,
+                 "--clients", str(c), "--requests", str(n)],
+                check=True, capture_output=True, text=True,
+            )  # fmt: skip
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        os.unlink(f.name)
+    return rows
 
 
 def _timed(fn) -> float:

@@ -57,8 +57,31 @@ def main(argv):
             r = client.post(f"{URL.value}/v1/retrieve", json=body)
             timings.append(round(1000 * (time.perf_counter() - t), 1))
             r.raise_for_status()
+    answer = r.json()
     print(json.dumps({"service": health, "user": user, "sent_events": len(body["events"]),
-                      "latency_ms_first_then_warm": timings, "answer": r.json()}, indent=1))  # fmt: skip
+                      "latency_ms_first_then_warm": timings}))  # fmt: skip
+    print(side_by_side(body["events"], answer))
+
+
+def side_by_side(events: list[dict], answer: dict, rows: int = 10) -> str:
+    """The user's latest events (newest first) beside the answer: item, category, score."""
+    history = [(e["item"], e.get("leaf_category") or "") for e in reversed(events)][:rows]
+    top = [
+        (item, sides.get("leaf_category") or sides.get("category", ""), score)
+        for item, sides, score in zip(answer["items"], answer["sides"], answer["scores"])
+    ][:rows]
+    lines = [f"{'recent history (newest first)':<34}  {'answer':<24} {'score':>8}"]
+    lines.append(f"{'item':<16} {'category':<17}  {'item':<12} {'category':<11} {'':>8}")
+    for i in range(max(len(history), len(top))):
+        left = f"{history[i][0]:<16} {history[i][1]:<17}" if i < len(history) else " " * 34
+        if i < len(top):
+            item, cat, score = top[i]
+            shown = "-" if score is None else f"{score:.3f}"  # fallback answers have no score
+            right = f"{item:<12} {cat:<11} {shown:>8}"
+        else:
+            right = ""
+        lines.append(f"{left}  {right}")
+    return "\n".join(lines)
 
 
 def entry():

@@ -16,9 +16,9 @@ echo "== 1/7 generate $EVENTS synthetic Taobao-schema events"
 echo "== 2/7 preprocess (Beam, DirectRunner)"
 "$PY" -m launch.preprocess --input "$OUT/raw/events.csv" --item_table "$OUT/raw/items.csv" \
   --user_table "$OUT/raw/users.csv" --output_dir "$OUT/data" 2>"$OUT/preprocess.log"
-echo "== 3/7 train (PSDMMAL-N, paper offline preset, $EPOCHS epochs)"
+echo "== 3/7 train (the default preset and variant, $EPOCHS epochs)"
 "$PY" -m launch.train --data_dir "$OUT/data" --model_dir "$OUT/model" \
-  --preset paper_offline --variant PSDMMAL-N --epochs "$EPOCHS" 2>"$OUT/train.log" >"$OUT/train.out"
+  --epochs "$EPOCHS" 2>"$OUT/train.log" >"$OUT/train.out"
 "$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); print("loss per epoch:", [round(x, 3) for x in r["history"]["loss"]], "| %.0f s" % r["train_seconds"])' "$OUT/model/train_summary.json"
 echo "== 4/7 evaluate (exact top-K over all items)"
 "$PY" -m launch.evaluate --data_dir "$OUT/data" --model_dir "$OUT/model" 2>"$OUT/evaluate.log"

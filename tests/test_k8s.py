@@ -40,7 +40,44 @@ def roundtrip(obj, model_name, api):
 
 
 def test_every_manifest_is_covered():
-    assert sorted(p.name for p in K8S.glob("*.yaml")) == ["flink-session.yaml", "tfjob.yaml"]
+    assert sorted(p.name for p in K8S.glob("*.yaml")) == [
+        "flink-session.yaml",
+        "serving.yaml",
+        "tfjob.yaml",
+    ]
+
+
+def test_serving_deployment_and_service_validate():
+    pytest.importorskip("kubernetes")
+    from kubernetes.client import ApiClient
+
+    deployment, svc = load("serving.yaml")
+    dep = roundtrip(deployment, "V1Deployment", ApiClient())
+    service = roundtrip(svc, "V1Service", ApiClient())
+    pod = dep.spec.template.spec
+    (container,) = pod.containers
+    assert dep.spec.selector.match_labels == dep.spec.template.metadata.labels
+    assert service.spec.selector == dep.spec.template.metadata.labels
+    port = {p.name: p.container_port for p in container.ports}["http"]
+    for probe in (container.readiness_probe, container.liveness_probe):
+        assert probe.http_get.path == "/health" and probe.http_get.port == "http"
+    assert service.spec.ports[0].target_port == "http"
+    assert container.resources.requests["cpu"] and container.resources.requests["memory"]
+    assert container.resources.limits["memory"] == container.resources.requests["memory"]
+    assert container.command == ["python", "-m", "launch.serve"]
+    assert f"--port={port}" in container.args and "--host=0.0.0.0" in container.args
+
+
+def test_serving_arguments_parse_with_our_flags():
+    from launch import serve  # noqa: F401  (defines the flags)
+
+    deployment, _ = load("serving.yaml")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    try:
+        flags.FLAGS(["serve", *container["args"]])
+        assert flags.FLAGS.index == "hnsw" and flags.FLAGS.port == 8500
+    finally:
+        flags.FLAGS.unparse_flags()
 
 
 def test_tfjob_validates_against_the_kubeflow_models():

@@ -76,3 +76,19 @@ def test_preprocess_errors_are_one_line(tmp_path):
         "--output_dir", str(tmp_path / "o"),
     )  # fmt: skip
     _one_line_error(out, f"--item_table {items}", "'item_id'")
+
+
+def test_query_prints_history_beside_the_answer():
+    from launch import query
+
+    events = [{"item": "a1", "leaf_category": "L1"}, {"item": "a2", "leaf_category": "L2"}]
+    answer = {
+        "items": ["b1", "b2", "b3"],
+        "sides": [{"leaf_category": "L2"}, {"category": "C9"}, {}],
+        "scores": [2.5, 1.25, None],
+    }
+    lines = query.side_by_side(events, answer).splitlines()
+    assert len(lines) == 2 + 3
+    assert lines[2].split() == ["a2", "L2", "b1", "L2", "2.500"]  # newest event first
+    assert lines[3].split() == ["a1", "L1", "b2", "C9", "1.250"]
+    assert lines[4].split() == ["b3", "-"]

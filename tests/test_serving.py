@@ -54,6 +54,11 @@ def test_good_request(base_url, retriever):
     assert len(body["items"]) == 25 and len(set(body["items"])) == 25
     assert body["scores"] == sorted(body["scores"], reverse=True)
     assert body["fallback"] is False
+    # Each answer item carries its side values from the export's item table.
+    assert len(body["sides"]) == 25
+    for item, sides in zip(body["items"], body["sides"]):
+        want = {k: v for k, v in retriever.export.item_sides[item].items() if v}
+        assert sides == want and "category" in sides
 
 
 def test_service_scores_match_the_retriever(base_url, retriever):
@@ -68,13 +73,18 @@ def test_exclude_seen(base_url, retriever):
     assert not {e["item"] for e in evs} & set(r.json()["items"])
 
 
-def test_unknown_ids_are_oov_not_errors(base_url):
+def test_unknown_ids_are_not_errors(base_url, retriever):
+    # An unknown item is dropped (the pipeline drops items it has no vocabulary for), an
+    # unknown brand or profile value is OOV: a request of unknown items only gets the fallback.
     req = {
         "events": [{"item": "no-such-item", "brand": "no-such-brand"}],
         "profile": {"age": "999"},
     }
     r = httpx.post(f"{base_url}/v1/retrieve", json=req)
-    assert r.status_code == 200 and len(r.json()["items"]) == 100
+    assert r.status_code == 200 and len(r.json()["items"]) == 100 and r.json()["fallback"]
+    req["events"].append({"item": retriever.export.item_ids[0], "brand": "no-such-brand"})
+    r = httpx.post(f"{base_url}/v1/retrieve", json=req)
+    assert r.status_code == 200 and not r.json()["fallback"]
 
 
 def test_empty_history_falls_back_to_popular(base_url, retriever):
@@ -114,6 +124,54 @@ def test_oversized_requests_are_refused(base_url):
         f"{base_url}/v1/retrieve", content=huge, headers={"content-type": "application/json"}
     )
     assert r.status_code == 413
+
+
+def test_oversized_chunked_bodies_are_refused_without_reading_them_whole(retriever):
+    # Straight on the ASGI app: a body without Content-Length arrives in 8 KB messages; the
+    # app must answer 413 after reading just past its 64 KB limit, not after all 1 MB.
+    import asyncio
+
+    app = serving.create_app(retriever, max_body_bytes=64 * 1024)
+    received, sent = [0], []
+
+    async def receive():
+        received[0] += 1
+        return {"type": "http.request", "body": b"x" * 8192, "more_body": received[0] < 128}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/retrieve", "raw_path": b"/v1/retrieve",
+        "query_string": b"", "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "root_path": "",
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert received[0] <= 9  # 9 x 8 KB > 64 KB
+
+
+@pytest.mark.parametrize("serialize", [None, True])
+def test_cpu_searches_run_concurrently(retriever, monkeypatch, serialize):
+    inside, peak, lock = [0], [0], threading.Lock()
+    real = serving.I.search
+
+    def slow_search(index, queries, k):
+        with lock:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        time.sleep(0.2)
+        with lock:
+            inside[0] -= 1
+        return real(index, queries, k)
+
+    monkeypatch.setattr(serving.I, "search", slow_search)
+    r = serving.Retriever(retriever.export, retriever.index, None, serialize_search=serialize)
+    req = serving.RetrieveRequest.model_validate({"events": events(retriever, 2), "k": 5})
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: r.retrieve([req]), range(4)))
+    assert peak[0] == (1 if serialize else 4)
 
 
 def test_batch_endpoint(base_url, retriever):

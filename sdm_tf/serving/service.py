@@ -4,7 +4,9 @@
 FastAPI application:
 
   GET  /health               liveness + what is loaded
-  POST /v1/retrieve          one request  -> {"items": [...], "scores": [...], "fallback": bool}
+  POST /v1/retrieve          one request  -> {"items": [...], "scores": [...], "sides": [...],
+                                                "fallback": bool}; sides: each item's side
+                                                values from the export (category, brand, ...)
   POST /v1/retrieve/batch    {"requests": [...]} -> {"results": [...]} (one tower call, one search)
 
 A request carries the user's recent events (item, optional timestamp / session id / side values),
@@ -18,6 +20,7 @@ items (`fallback: true`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 
@@ -69,7 +72,15 @@ class BatchRequest(BaseModel):
 class Retriever:
     """Export + index -> top-N for raw requests."""
 
-    def __init__(self, export: Export, index=None, index_cfg: I.IndexConfig | None = None):
+    def __init__(
+        self,
+        export: Export,
+        index=None,
+        index_cfg: I.IndexConfig | None = None,
+        serialize_search: bool | None = None,
+    ):
+        """serialize_search: one search at a time. None (the default): only for a GPU index;
+        FAISS CPU searches are thread-safe and run concurrently."""
         self.export = export
         self.spec = export.dataset
         self.session_cfg = S.SessionConfig(
@@ -85,7 +96,10 @@ class Retriever:
         self.index_cfg = index_cfg
         self.popular = list(range(len(export.item_ids)))
         self.known_items = frozenset(export.item_ids)
-        self._lock = threading.Lock()  # FAISS HNSW search is thread-safe; the lock guards GPU
+        if serialize_search is None:
+            cfg = index_cfg or I.IndexConfig(kind="flat", use_gpu=False)
+            serialize_search = cfg.use_gpu and cfg.kind != "hnsw" and I.num_gpus() > 0
+        self._search_guard = threading.Lock() if serialize_search else contextlib.nullcontext()
 
     # -- query construction -----------------------------------------------------------------
     def events(self, req: RetrieveRequest) -> list[LogEvent]:
@@ -157,6 +171,11 @@ class Retriever:
             )
         return out
 
+    def sides(self, items: Sequence[str]) -> list[dict[str, str]]:
+        """Each item's side values from the export's item table (the ones it has), so that an
+        answer can be read: {"category": ..., "brand": ...} per item."""
+        return [{k: v for k, v in self.export.item_sides.get(i, {}).items() if v} for i in items]
+
     # -- retrieval --------------------------------------------------------------------------
     def retrieve(self, requests: Sequence[RetrieveRequest]) -> list[dict]:
         queries = [self.query(r) for r in requests]
@@ -169,7 +188,7 @@ class Retriever:
                 for i in live
             )
             k_max = min(k_max, len(self.export.item_ids))
-            with self._lock:
+            with self._search_guard:
                 scores, ids = I.search(self.index, augment_queries(vectors), k_max)
             for row, i in enumerate(live):
                 req = requests[i]
@@ -185,13 +204,20 @@ class Retriever:
                     sc.append(float(score))
                     if len(items) == req.k:
                         break
-                results[i] = {"items": items, "scores": sc, "fallback": False}
+                results[i] = {
+                    "items": items,
+                    "scores": sc,
+                    "sides": self.sides(items),
+                    "fallback": False,
+                }
         for i, q in enumerate(queries):
             if q is None:
                 top = self.popular[: requests[i].k]
+                items = [self.export.item_ids[c] for c in top]
                 results[i] = {
-                    "items": [self.export.item_ids[c] for c in top],
+                    "items": items,
                     "scores": [None] * len(top),
+                    "sides": self.sides(items),
                     "fallback": True,
                 }
         return results
@@ -205,9 +231,11 @@ def create_app(retriever: Retriever, max_body_bytes: int = MAX_BODY_BYTES):
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_body_bytes:
             return None, JSONResponse({"error": f"body over {max_body_bytes} bytes"}, 413)
-        body = await request.body()
-        if len(body) > max_body_bytes:
-            return None, JSONResponse({"error": f"body over {max_body_bytes} bytes"}, 413)
+        body = bytearray()  # without a Content-Length (chunked): stop at the limit
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body_bytes:
+                return None, JSONResponse({"error": f"body over {max_body_bytes} bytes"}, 413)
         try:
             return model.model_validate_json(body), None
         except ValidationError as e:
