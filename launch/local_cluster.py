@@ -20,8 +20,14 @@ def main(argv=None) -> int:
     p.add_argument("--num_workers", type=int, default=2)
     p.add_argument("--log_dir", default=None, help="one log file per task")
     p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument(
+        "--no_data_service", action="store_true",
+        help="no tf.data service: every worker reads the whole training split (for comparison)",
+    )  # fmt: skip
     a = p.parse_args(argv[:split])
-    cluster = LocalCluster(argv[split + 1 :], a.num_ps, a.num_workers, a.log_dir)
+    cluster = LocalCluster(
+        argv[split + 1 :], a.num_ps, a.num_workers, a.log_dir, not a.no_data_service
+    )
     start = time.perf_counter()
     code = cluster.run(timeout=a.timeout)
     print(f"chief exited with {code} after {time.perf_counter() - start:.1f} s")

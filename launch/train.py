@@ -14,6 +14,12 @@ STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", list(distribute.STRATEGIES),
     "auto: parameter servers when TF_CONFIG names ps tasks, mirrored on a multi-GPU host",
 )  # fmt: skip
+DATA_SERVICE = flags.DEFINE_string(
+    "data_service",
+    os.environ.get("SDM_DATA_SERVICE", ""),
+    "tf.data service dispatcher (grpc://HOST:PORT) feeding the training input; under parameter "
+    "servers it divides each pass over the data between the workers (default: $SDM_DATA_SERVICE)",
+)
 PS_MIN_ROWS = flags.DEFINE_integer(
     "ps_min_rows", 4096, "tables with at least this many rows are split across the ps tasks"
 )
@@ -26,12 +32,15 @@ def main(argv):
     if not distribute.run_server_if_needed():  # ps / worker tasks serve until killed
         return
     if distribute.task_type() == "evaluator":
-        for result in training.evaluator_loop(MODEL_DIR.value, DATA_DIR.value, timeout=3600):
+        # Runs until the chief's done marker (training.DONE_MARKER), however long training is.
+        for result in training.evaluator_loop(MODEL_DIR.value, DATA_DIR.value):
             print(json.dumps(result))
         return
     cfg = common.experiment_config()
     strategy = distribute.get_strategy(STRATEGY.value, PS_MIN_ROWS.value)
-    result = training.train(cfg, DATA_DIR.value, MODEL_DIR.value, strategy=strategy)
+    result = training.train(
+        cfg, DATA_DIR.value, MODEL_DIR.value, strategy=strategy, data_service=DATA_SERVICE.value
+    )
     result.pop("model")
     with tf.io.gfile.GFile(os.path.join(MODEL_DIR.value, "train_summary.json"), "w") as f:
         f.write(json.dumps(result, indent=1))

@@ -67,3 +67,24 @@ def test_mirrored_step_equals_one_device_step(preprocessed_dir, tmp_path):
     assert report["max_step"] > 1e-3  # the step moved the weights
     assert report["max_diff"] < 1e-5 * max(1.0, report["max_step"]), report
     assert report["loss"][1] == pytest.approx(report["loss"][0], rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["service", "local"])
+def test_ps_workers_divide_an_epoch_with_the_data_service(preprocessed_dir, tmp_path, mode):
+    """Two PS workers for one epoch of steps (tests/ps_data_check.py): with the tf.data
+    service the examples they consume are close to a permutation of the training split; each
+    reading on its own (the behaviour before it) repeats a large share and misses as much."""
+    out = tmp_path / "report.json"
+    check = pathlib.Path(__file__).with_name("ps_data_check.py")
+    proc = subprocess.run(
+        [sys.executable, str(check), str(preprocessed_dir), mode, str(out)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["consumed"] >= 0.95 * r["examples"]  # one epoch of steps
+    if mode == "service":
+        assert r["repeats"] <= 0.05 * r["consumed"], r
+        assert r["distinct_covered"] >= 0.95 * r["examples"], r
+    else:
+        assert r["repeats"] >= 0.2 * r["consumed"], r

@@ -41,10 +41,34 @@ def roundtrip(obj, model_name, api):
 
 def test_every_manifest_is_covered():
     assert sorted(p.name for p in K8S.glob("*.yaml")) == [
+        "data-service.yaml",
         "flink-session.yaml",
         "serving.yaml",
         "tfjob.yaml",
     ]
+
+
+def test_data_service_manifests_validate_and_parse():
+    pytest.importorskip("kubernetes")
+    from kubernetes.client import ApiClient
+
+    from launch import data_service  # noqa: F401  (defines the flags)
+
+    dispatcher, service, workers = load("data-service.yaml")
+    roundtrip(dispatcher, "V1Deployment", ApiClient())
+    svc = roundtrip(service, "V1Service", ApiClient())
+    roundtrip(workers, "V1Deployment", ApiClient())
+    assert svc.spec.ports[0].port == 5050
+    (tfjob,) = load("tfjob.yaml")
+    for role, spec in tfjob["spec"]["tfReplicaSpecs"].items():
+        env = {e["name"]: e.get("value") for e in spec["template"]["spec"]["containers"][0]["env"]}
+        assert env["SDM_DATA_SERVICE"] == "grpc://sdm-data-dispatcher:5050", role
+    for deployment in (dispatcher, workers):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        try:
+            flags.FLAGS(["data_service", *container["args"]])
+        finally:
+            flags.FLAGS.unparse_flags()
 
 
 def test_serving_deployment_and_service_validate():
@@ -116,7 +140,7 @@ def test_tfjob_arguments_parse_with_our_flags(train_flags):
         # Only a preset (and variant) plus overrides: the rest comes from the environment.
         assert all(a.split("=")[0] in ("--preset", "--variant", "--override") for a in args), role
         env = {e["name"]: e["value"] for e in container["env"]}
-        assert set(env) == {"SDM_DATA_DIR", "SDM_MODEL_DIR"}
+        assert set(env) == {"SDM_DATA_DIR", "SDM_MODEL_DIR", "SDM_DATA_SERVICE"}
         train_flags.unparse_flags()
         # In the pod the flag defaults come from these variables at import; same here.
         train_flags.set_default("data_dir", env["SDM_DATA_DIR"])

@@ -90,3 +90,25 @@ def test_a_restarted_chief_resumes_from_its_checkpoint(preprocessed_dir, tmp_pat
     initial = [int(x) for x in re.findall(r'"initial_epoch": (\d+)', log)]
     assert initial and initial[-1] >= before["epoch"]  # resumed, not from 0
     assert checkpoint_state(model_dir) == {"epoch": 6, "steps": 120}
+
+
+@slow
+def test_a_killed_parameter_server_costs_a_chief_restart(preprocessed_dir, tmp_path):
+    # ClusterCoordinator re-schedules a failed worker's steps, but a parameter server holds
+    # variables: when one dies the chief's fit fails (UnavailableError). Recovery is what the
+    # TFJob does: the PS pod comes back, the chief restarts and resumes from its last
+    # checkpoint. Cost: the steps since that checkpoint (at most one epoch) plus restart time.
+    model_dir = str(tmp_path / "model")
+    logs = tmp_path / "logs"
+    with LocalCluster(train_args(preprocessed_dir, model_dir, 6, 20), 2, 2, str(logs)) as c:
+        c.start_servers()
+        chief = c.start_chief()
+        wait_for(lambda: (checkpoint_state(model_dir) or {}).get("epoch", 0) >= 2, what="epoch 2")
+        c.kill("ps", 1)
+        assert chief.wait(timeout=600) != 0  # the chief cannot go on without the ps
+        before = checkpoint_state(model_dir)
+        c.start_task("ps", 1)  # the pod comes back (empty: variables restore from checkpoint)
+        chief = c.start_chief()
+        assert chief.wait(timeout=900) == 0
+    assert before["epoch"] >= 2
+    assert checkpoint_state(model_dir) == {"epoch": 6, "steps": 120}

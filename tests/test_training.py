@@ -1,6 +1,7 @@
 """Training, resuming and evaluating on the shared tiny synthetic data set."""
 
 import json
+import time
 
 import pytest
 
@@ -80,7 +81,31 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 def test_evaluator_scores_the_latest_checkpoint(preprocessed_dir, trained_model_dir):
     results = training.evaluator_loop(
-        str(trained_model_dir), str(preprocessed_dir), ks=[20], timeout=1, max_evaluations=1
+        str(trained_model_dir), str(preprocessed_dir), ks=[20], poll_seconds=1, max_evaluations=1
     )
     assert len(results) == 1 and 0.0 <= results[0]["HitRate@20"] <= 1.0
     assert list((trained_model_dir / "logs" / "eval").iterdir())
+
+
+def test_evaluator_waits_for_the_chief_and_stops_at_its_marker(
+    preprocessed_dir, trained_model_dir, tmp_path
+):
+    import shutil
+    import threading
+
+    assert training.training_done(str(trained_model_dir))  # train() wrote it at the end
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_model_dir, model_dir)
+    (model_dir / training.DONE_MARKER).unlink()  # training still running, as far as it knows
+    results = []
+    evaluator = threading.Thread(
+        target=lambda: results.extend(
+            training.evaluator_loop(str(model_dir), str(preprocessed_dir), [20], poll_seconds=0.2)
+        )
+    )
+    evaluator.start()
+    time.sleep(4)  # twenty polls without a new checkpoint or a marker: still waiting
+    assert evaluator.is_alive()
+    (model_dir / training.DONE_MARKER).write_text("{}")
+    evaluator.join(timeout=30)
+    assert not evaluator.is_alive() and len(results) == 1

@@ -32,6 +32,10 @@ class InputReader:
       seed: shuffle seed.
       bucket_eval: batch evaluation input by length buckets too (deterministic, but not in file
         order): much less padding, for callers that key results by user.
+      data_service: the tf.data service dispatcher (grpc://HOST:PORT) for training input: the
+        pipeline runs on the service and every batch goes to one consumer, so parameter-server
+        workers split each pass over the data instead of each reading all of it
+        (`sdm_tf.train.data_service`). "" reads locally.
     """
 
     pattern: str
@@ -43,6 +47,7 @@ class InputReader:
     shuffle_buffer: int = 10_000
     seed: int | None = None
     bucket_eval: bool = False
+    data_service: str = ""
 
     def files(self) -> list[str]:
         files = sorted(tf.io.gfile.glob(self.pattern))
@@ -55,7 +60,7 @@ class InputReader:
         ds = tf.data.Dataset.from_tensor_slices(self.files())
         if input_context is not None:
             batch_size = input_context.get_per_replica_batch_size(self.batch_size)
-            if input_context.num_input_pipelines > 1:
+            if input_context.num_input_pipelines > 1 and not self.data_service:
                 ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         if self.training:
             ds = ds.shuffle(len(self.files()), seed=self.seed)
@@ -85,4 +90,8 @@ class InputReader:
             )
         else:
             ds = ds.padded_batch(batch_size)
+        if self.training and self.data_service:
+            from sdm_tf.train import data_service
+
+            ds = data_service.distribute(ds, self.data_service)
         return ds.prefetch(tf.data.AUTOTUNE)

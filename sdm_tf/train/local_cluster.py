@@ -2,7 +2,8 @@
 
 Every task runs the same command (`python -m launch.train ...`), told its role by its own
 `TF_CONFIG`, exactly as the pods of the Kubernetes TFJob do. `LocalCluster` starts the ps and
-worker processes, runs the chief, and stops everything it started, also on errors.
+worker processes (and, by default, a tf.data service process that divides the training input
+between the workers), runs the chief, and stops everything it started, also on errors.
 """
 
 from __future__ import annotations
@@ -19,27 +20,49 @@ from sdm_tf.train import distribute as D
 
 class LocalCluster:
     def __init__(self, train_args: Sequence[str], num_ps: int = 2, num_workers: int = 2,
-                 log_dir: str | None = None):  # fmt: skip
+                 log_dir: str | None = None, data_service: bool = True):  # fmt: skip
         self.train_args = list(train_args)
         self.spec = D.cluster_spec(num_ps, num_workers, chief=True)
         self.log_dir = log_dir
         self.procs: dict[tuple[str, int], subprocess.Popen] = {}
+        self.data_service = ""
+        if data_service:
+            (port,) = D.free_ports(1)
+            self.data_service = f"grpc://127.0.0.1:{port}"
 
-    def command(self) -> list[str]:
+    def command(self, role: str) -> list[str]:
+        if role == "data":
+            port = self.data_service.rsplit(":", 1)[1]
+            return [
+                sys.executable,
+                "-m",
+                "launch.data_service",
+                "--role=both",
+                f"--dispatcher_port={port}",
+            ]
         return [sys.executable, "-m", "launch.train", *self.train_args]
 
+    def _log(self, name: str):
+        if not self.log_dir:
+            return subprocess.DEVNULL
+        os.makedirs(self.log_dir, exist_ok=True)
+        return open(os.path.join(self.log_dir, f"{name}.log"), "ab")  # noqa: SIM115
+
     def start_task(self, role: str, index: int) -> subprocess.Popen:
-        env = dict(os.environ, TF_CONFIG=D.tf_config_for(self.spec, role, index))
+        env = dict(os.environ)
+        if role != "data":
+            env["TF_CONFIG"] = D.tf_config_for(self.spec, role, index)
+        if self.data_service:
+            env["SDM_DATA_SERVICE"] = self.data_service
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        out = subprocess.DEVNULL
-        if self.log_dir:
-            os.makedirs(self.log_dir, exist_ok=True)
-            out = open(os.path.join(self.log_dir, f"{role}-{index}.log"), "ab")  # noqa: SIM115
-        proc = subprocess.Popen(self.command(), env=env, stdout=out, stderr=subprocess.STDOUT)
+        out = self._log(f"{role}-{index}")
+        proc = subprocess.Popen(self.command(role), env=env, stdout=out, stderr=subprocess.STDOUT)
         self.procs[(role, index)] = proc
         return proc
 
     def start_servers(self) -> None:
+        if self.data_service:
+            self.start_task("data", 0)
         for role in ("ps", "worker"):
             for i in range(len(self.spec[role])):
                 self.start_task(role, i)

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
@@ -26,6 +27,13 @@ from sdm_tf.train import validation as V
 from sdm_tf.train.input import InputReader
 
 CHECKPOINT_DIR = "checkpoints"
+# Written by the chief when training has ended (all epochs, or stopped early); the evaluator task
+# stops once it has seen it and scored the last checkpoint. Removed when training (re)starts.
+DONE_MARKER = "TRAINING_DONE"
+
+
+def training_done(model_dir: str) -> bool:
+    return tf.io.gfile.exists(os.path.join(model_dir, DONE_MARKER))
 
 
 def load_dataset_spec(data_dir: str) -> F.DatasetSpec:
@@ -67,9 +75,14 @@ def build_model(spec: F.DatasetSpec, cfg: C.ExperimentConfig) -> SDM:
 
 
 def train_reader(
-    data_dir: str, spec: F.DatasetSpec, cfg: C.ExperimentConfig, split: str = F.TRAIN
+    data_dir: str,
+    spec: F.DatasetSpec,
+    cfg: C.ExperimentConfig,
+    split: str = F.TRAIN,
+    data_service: str = "",
 ) -> InputReader:
     return InputReader(
+        data_service=data_service,
         pattern=os.path.join(data_dir, split, "*.tfrecord.gz"),
         spec=F.FeatureSpec(spec),
         kind=F.TRAIN,
@@ -116,8 +129,13 @@ def train(
     verbose: int | str = 1,
     train_split: str = F.TRAIN,
     validate: bool = True,
+    data_service: str = "",
 ) -> dict:
     """Trains (or resumes training of) a model; returns a summary with the loss per epoch.
+
+    data_service: a tf.data service dispatcher (grpc://HOST:PORT) that feeds the training input
+      (`sdm_tf.train.data_service`); under parameter servers it is what divides each pass over
+      the data between the workers.
 
     train_split: F.TRAIN, or F.TRAIN_ALL for the final fit on every event once validation has
       chosen the epochs (`validate=False` then: the validation targets are in the data).
@@ -156,7 +174,14 @@ def train(
     done = validating and (V.load_state(model_dir) or {}).get("stopped_early")
     epochs = cfg.train.resolved_epochs(validating)
     if initial_epoch < epochs and not done:
-        reader = train_reader(data_dir, spec, cfg, train_split)
+        if training_done(model_dir):  # resumed with more epochs: the evaluator must wait again
+            tf.io.gfile.remove(os.path.join(model_dir, DONE_MARKER))
+        reader = train_reader(data_dir, spec, cfg, train_split, data_service)
+        if is_ps and not data_service:
+            logging.warning(
+                "parameter-server training without the tf.data service: every worker reads "
+                "the whole training split (set SDM_DATA_SERVICE or --data_service)"
+            )
         if is_ps:
             # Each worker builds its own input (and reads its own shard) from the InputContext.
             data = tf.keras.utils.experimental.DatasetCreator(reader)
@@ -174,6 +199,12 @@ def train(
         history = {k: [float(v) for v in vals] for k, vals in h.history.items()}
     elif validating:
         V.restore_best(model, model_dir)
+    with tf.io.gfile.GFile(os.path.join(model_dir, DONE_MARKER), "w") as f:
+        f.write(
+            json.dumps(
+                {"epochs": int(epoch.numpy()), "steps": int(model.optimizer.iterations.numpy())}
+            )
+        )
     return {
         "initial_epoch": initial_epoch,
         "epochs": epochs,
@@ -319,12 +350,13 @@ def evaluator_loop(
     model_dir: str,
     data_dir: str,
     ks: Sequence[int] = (20, 50, 100),
-    timeout: float | None = None,
+    poll_seconds: float = 30,
     max_evaluations: int | None = None,
 ) -> list[dict]:
     """The evaluator task: scores every new checkpoint of `model_dir` on the eval split and
-    writes the metrics to TensorBoard (logs/eval). Stops after `timeout` seconds without a new
-    checkpoint, or after `max_evaluations`."""
+    writes the metrics to TensorBoard (logs/eval). Waits for checkpoints as long as training
+    runs, however long that is, and stops once the chief's done marker is there and the last
+    checkpoint is scored (or after `max_evaluations`)."""
     cfg = C.load_config(model_dir)
     spec = load_dataset_spec(data_dir)
     model = SDM(spec, cfg.model)
@@ -333,7 +365,10 @@ def evaluator_loop(
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "eval"))
     results = []
     for path in tf.train.checkpoints_iterator(
-        os.path.join(model_dir, CHECKPOINT_DIR), timeout=timeout
+        os.path.join(model_dir, CHECKPOINT_DIR),
+        min_interval_secs=0,
+        timeout=poll_seconds,
+        timeout_fn=lambda: training_done(model_dir),  # True: no new checkpoint will come
     ):
         ckpt.restore(path).expect_partial()
         metrics, _, _ = evaluate(model, data_dir, ks)
