@@ -296,26 +296,50 @@ def rank(
     block: int = 2048,
 ) -> list[list[str]]:
     """Exact top-k raw item ids for each user vector; `exclude[u]` raw ids are never returned."""
+    return rank_rules(model, vocab, vecs, exclude, k, block, kept=exclude is None)[
+        "kept" if exclude is None else "excluded"
+    ]
+
+
+def rank_rules(
+    model: SDM,
+    vocab: Sequence[str],
+    vecs: np.ndarray,
+    history: Sequence[Iterable[str]] | None,
+    k: int,
+    block: int = 2048,
+    kept: bool = True,
+) -> dict[str, list[list[str]]]:
+    """Top-k under both history rules from one scoring pass: {"kept": ..., "excluded": ...}
+    ("excluded": `history[u]` never returned; only with `history`; "kept" only if `kept`)."""
     index = {item: c for c, item in enumerate(vocab)}
     table, bias = model.item_table, model.output_bias
     k = min(k, len(vocab))
-    out = []
+    out: dict[str, list[list[str]]] = {}
+    if kept:
+        out["kept"] = []
+    if history is not None:
+        out["excluded"] = []
     for start in range(0, len(vecs), block):
         scores = tf.matmul(tf.constant(vecs[start : start + block]), table, transpose_b=True) + bias
-        if exclude is not None:
-            cells = [
-                (r, index[i])
-                for r, row in enumerate(exclude[start : start + block])
-                for i in set(row)
-                if i in index
-            ]
-            if cells:
-                scores = tf.tensor_scatter_nd_update(
-                    scores, tf.constant(cells, tf.int32), tf.fill([len(cells)], -np.inf)
-                )
+        if kept:
+            _, top = tf.math.top_k(scores, k)
+            out["kept"] += [[vocab[c] for c in row] for row in top.numpy()]
+        if history is None:
+            continue
+        cells = [
+            (r, index[i])
+            for r, row in enumerate(history[start : start + block])
+            for i in set(row)
+            if i in index
+        ]
+        if cells:
+            scores = tf.tensor_scatter_nd_update(
+                scores, tf.constant(cells, tf.int32), tf.fill([len(cells)], -np.inf)
+            )
         values, top = tf.math.top_k(scores, k)
         # Fewer than k items left after the exclusion: the list ends early.
-        out += [
+        out["excluded"] += [
             [vocab[c] for c, v in zip(row, vals) if v != -np.inf]
             for row, vals in zip(top.numpy(), values.numpy())
         ]
