@@ -10,6 +10,7 @@ from absl import flags
 
 from launch import bench_lib as bench_split
 from launch import common
+from launch.preprocess import quiet_beam
 from sdm_tf.train import evaluation as E
 
 SPLIT = flags.DEFINE_string("split", None, "a prepare.py output directory")
@@ -37,10 +38,9 @@ def main(argv):
     del argv
     common.require(SPLIT, OUTPUT_DIR)
     pipeline_args = list(PIPELINE_ARGS.value)
-    if not BEAM_LOGS.value:  # the workers' chatter: relayed at INFO here, logged by each worker
-        for name in ("apache_beam", "tensorflow"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        pipeline_args.append("--default_sdk_harness_log_level=WARNING")
+    if not BEAM_LOGS.value:  # the workers' chatter, relayed by the job service
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
+        quiet_beam(pipeline_args)
     summary = bench_split.run(
         SPLIT.value,
         OUTPUT_DIR.value,

@@ -9,6 +9,14 @@ from pipelines import preprocess
 from sdm_tf.core.errors import InputError
 
 
+def quiet_beam(argv: list[str]) -> None:
+    """Keeps Beam's worker logs (relayed by the job service, INFO and WARN alike) off the
+    console; errors still surface as the pipeline's exception."""
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in argv):
+        argv.append("--default_sdk_harness_log_level=ERROR")
+
+
 def entry() -> None:
     """Input problems are one line and exit status 2 (--traceback shows the traceback)."""
     argv = sys.argv[1:]
@@ -16,10 +24,8 @@ def entry() -> None:
     argv = [a for a in argv if a != "--traceback"]
     if "--beam_logs" in argv:
         argv.remove("--beam_logs")
-    else:  # Beam's worker chatter (hundreds of INFO lines a run) only on request
-        logging.getLogger("apache_beam").setLevel(logging.WARNING)
-        if not any(a.startswith("--default_sdk_harness_log_level") for a in argv):
-            argv.append("--default_sdk_harness_log_level=WARNING")
+    else:  # Beam's worker chatter (hundreds of lines a run) only on request
+        quiet_beam(argv)
     try:
         preprocess.run(argv)
     except InputError as e:

@@ -92,3 +92,21 @@ def test_query_prints_history_beside_the_answer():
     assert lines[2].split() == ["a2", "L2", "b1", "L2", "2.500"]  # newest event first
     assert lines[3].split() == ["a1", "L1", "b2", "C9", "1.250"]
     assert lines[4].split() == ["b3", "-"]
+
+
+def test_preprocess_console_is_quiet_by_default(tmp_path):
+    # Beam's worker chatter ("... Worker: severity: INFO ...", hundreds of lines a run) stays
+    # off the console unless --beam_logs.
+    events = tmp_path / "events.csv"
+    rows = [
+        f"u{u},i{(u * 7 + j) % 13},{1_600_000_000 + 60 * j}" for u in range(20) for j in range(8)
+    ]
+    events.write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    out = _launch(
+        "launch.preprocess", "--format=csv", f"--input={events}", "--min_item_count=1",
+        f"--output_dir={tmp_path / 'out'}", "--direct_num_workers=1",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    console = out.stdout + out.stderr
+    assert "severity" not in console and "local_job_service" not in console
+    assert len(console.splitlines()) < 40, console[-3000:]
