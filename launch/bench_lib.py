@@ -100,10 +100,14 @@ def run(
     verbose: int | str = 2,
     baselines: bool = True,
     refit_all: bool = True,
+    final_fit: str = "refit",
+    continue_epochs: int = 3,
 ) -> dict:
     """Preprocess, train with model selection on validation, then rank and score the test split
     once, beside popularity and item-CF under the same history rule. Returns a summary dict.
 
+    final_fit: "refit" (a fresh model for the chosen epochs) or "continue" (the best model,
+      trained `continue_epochs` more epochs on every training event).
     refit_all: after validation has chosen the epochs, fit a fresh model on every training event
     (validation targets included) for that many epochs and rank the test split with it.
     """
@@ -125,7 +129,7 @@ def run(
         # number of epochs. A test query ends with the user's latest training event, which this
         # fit has seen as a label, as validation queries end with one the first fit had seen.
         final = copy.deepcopy(cfg)
-        final.train.epochs = validation["best_epoch"]
+        final.train.epochs = validation["best_epoch"] if final_fit == "refit" else continue_epochs
         refit = training.train(
             final,
             data_dir,
@@ -133,6 +137,7 @@ def run(
             verbose=verbose,
             train_split=F.TRAIN_ALL,
             validate=False,
+            init_from=os.path.join(output_dir, "model") if final_fit == "continue" else "",
         )
         model = refit.pop("model")
     t2 = time.perf_counter()

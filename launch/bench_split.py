@@ -28,6 +28,12 @@ BEAM_LOGS = flags.DEFINE_bool(
 BASELINES = flags.DEFINE_bool(
     "baselines", True, "also rank the test split with popularity and item-CF (same history rule)"
 )
+FINAL_FIT = flags.DEFINE_enum(
+    "final_fit", "refit", ["refit", "continue"],
+    "after validation: refit a fresh model on every training event for the chosen epochs, or "
+    "continue the best model for --continue_epochs on them",
+)  # fmt: skip
+CONTINUE_EPOCHS = flags.DEFINE_integer("continue_epochs", 3, "epochs of --final_fit=continue")
 SCORE_SCRIPT = flags.DEFINE_string("score_script", None, "score.py (default: ../shared/bench)")
 PIPELINE_ARGS = flags.DEFINE_multi_string(
     "pipeline_arg", [], "extra launch.preprocess argument, e.g. --pipeline_arg=--long_term_days=30"
@@ -49,6 +55,8 @@ def main(argv):
         score_script=SCORE_SCRIPT.value,
         preprocess_args=pipeline_args,
         baselines=BASELINES.value,
+        final_fit=FINAL_FIT.value,
+        continue_epochs=CONTINUE_EPOCHS.value,
     )
     rows = {name: s.get("score_py", s["metrics"]) for name, s in summary["systems"].items()}
     print(E.format_table(rows, (20, 50)))

@@ -130,12 +130,15 @@ def train(
     train_split: str = F.TRAIN,
     validate: bool = True,
     data_service: str = "",
+    init_from: str = "",
 ) -> dict:
     """Trains (or resumes training of) a model; returns a summary with the loss per epoch.
 
     data_service: a tf.data service dispatcher (grpc://HOST:PORT) that feeds the training input
       (`sdm_tf.train.data_service`); under parameter servers it is what divides each pass over
       the data between the workers.
+    init_from: a model directory whose best (else latest) weights start a fresh run (the
+      optimizer starts fresh); ignored when `model_dir` already has a checkpoint to resume.
 
     train_split: F.TRAIN, or F.TRAIN_ALL for the final fit on every event once validation has
       chosen the epochs (`validate=False` then: the validation targets are in the data).
@@ -153,6 +156,10 @@ def train(
     manager = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, CHECKPOINT_DIR), 3)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint)
+    elif init_from:
+        start_weights = restore(init_from)
+        for var, value in zip(model.variables, start_weights.variables):
+            var.assign(value)
     initial_epoch = int(epoch.numpy())
     steps = steps_per_epoch(data_dir, cfg, train_split)
     start = time.perf_counter()
