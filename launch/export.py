@@ -1,6 +1,7 @@
 """python -m launch.export --data_dir out/ --model_dir runs/sdm --export_dir exports/sdm
 
-Writes a new version directory under --export_dir atomically and prints its path.
+Writes a new version directory under --export_dir (complete once its manifest.json, written
+last, is there) and prints its path.
 """
 
 from launch import common

@@ -10,6 +10,7 @@ from absl import flags
 
 import sdm_tf  # noqa: F401
 from launch import common
+from sdm_tf.core.errors import InputError
 from sdm_tf.serving import index as I
 from sdm_tf.serving import service as serving
 from sdm_tf.serving.export import Export
@@ -30,8 +31,9 @@ def make_retriever(export_dir: str, index_kind: str) -> serving.Retriever:
         index, cfg = I.load(path)
         return serving.Retriever(exp, index, cfg)
     if index_kind != "flat":
-        raise FileNotFoundError(
-            f"{path} does not exist: run launch.build_index --kind {index_kind}"
+        raise InputError(
+            f"--index {index_kind}: {path} does not exist (run launch.build_index --kind "
+            f"{index_kind})"
         )
     return serving.Retriever(exp)
 
