@@ -27,6 +27,10 @@ PRESET = flags.DEFINE_enum(
 VARIANT = flags.DEFINE_enum(
     "variant", "PSDMMAL", sorted(C.VARIANTS), "paper variant (default: chosen on validation)"
 )
+MODEL = flags.DEFINE_enum(
+    "model", None, list(C.MODEL_KINDS),
+    "user tower: sdm (default) or a paper baseline (youtube_dnn, gru4rec); overrides model.kind",
+)  # fmt: skip
 OVERRIDES = flags.DEFINE_multi_string(
     "override", [], "config override section.field=value, e.g. model.num_heads=8 (repeatable)"
 )
@@ -45,6 +49,8 @@ def require(*holders) -> None:
 
 def experiment_config() -> C.ExperimentConfig:
     overrides = list(OVERRIDES.value)
+    if MODEL.value is not None:
+        overrides.insert(0, f"model.kind={MODEL.value}")
     if EPOCHS.value is not None:
         overrides.append(f"train.epochs={EPOCHS.value}")
     if BATCH_SIZE.value is not None:

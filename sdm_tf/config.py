@@ -26,6 +26,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 FUSIONS = ("gate", "add", "concat", "multiply")
+# The user tower: SDM's, or a baseline of the paper's §4.3 with the same input, output table and
+# loss (`sdm_tf.model.baselines`).
+MODEL_KINDS = ("sdm", "youtube_dnn", "gru4rec")
 LOSS_POSITIONS = ("all", "last")
 
 
@@ -34,6 +37,8 @@ class ModelConfig:
     """The SDM network.
 
     Attributes:
+      kind: the user tower: "sdm", or the baselines "youtube_dnn" and "gru4rec" (the blocks and
+        fusion below are SDM's; the baselines use the sizes, dropouts and the objective).
       dim: d, the width of the LSTM, attention, user vectors and the output table.
       item_dim: embedding size of the item id (eq. 3).
       side_dims: embedding size per side feature (leaf_category, category, brand, shop);
@@ -60,6 +65,7 @@ class ModelConfig:
       loss_positions: "all" valid positions of the session, or the "last" one only.
     """
 
+    kind: str = "sdm"
     dim: int = 64
     item_dim: int = 64
     side_dims: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -84,6 +90,8 @@ class ModelConfig:
     loss_positions: str = "all"
 
     def validate(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.loss_positions not in LOSS_POSITIONS:

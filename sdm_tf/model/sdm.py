@@ -132,7 +132,15 @@ class SDM(tfrs.models.Model):
         self.dataset = dataset
         self.cfg = cfg
         self.num_classes = dataset.num_items
-        self.tower = UserTower(dataset, cfg, name="user_tower")
+        if cfg.kind == "sdm":
+            self.tower = UserTower(dataset, cfg, name="user_tower")
+        else:
+            from sdm_tf.model import baselines
+
+            tower = {"youtube_dnn": baselines.YouTubeDNNTower, "gru4rec": baselines.GRU4RecTower}
+            self.tower = tower[cfg.kind](
+                dataset, cfg, feature_dims(dataset, cfg), name="user_tower"
+            )
         if not cfg.tied_output:
             self.output_embeddings = self.add_weight(
                 name="output_embeddings",
