@@ -102,10 +102,14 @@ def run(
     refit_all: bool = True,
     final_fit: str = "refit",
     continue_epochs: int = 3,
+    data_dir: str | None = None,
+    reuse_data: bool = False,
 ) -> dict:
     """Preprocess, train with model selection on validation, then rank and score the test split
     once, beside popularity and item-CF under the same history rule. Returns a summary dict.
 
+    data_dir: where the preprocessed split goes (default OUTPUT_DIR/data); with `reuse_data`,
+      an existing one is used as it is (several runs on one split).
     final_fit: "refit" (a fresh model for the chosen epochs) or "continue" (the best model,
       trained `continue_epochs` more epochs on every training event).
     refit_all: after validation has chosen the epochs, fit a fresh model on every training event
@@ -117,8 +121,13 @@ def run(
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(split, "split.json")) as f:
         split_info = json.load(f)
-    data_dir = os.path.join(output_dir, "data")
-    stats = preprocess_split(split, data_dir, preprocess_args)
+    if data_dir is None:
+        data_dir = os.path.join(output_dir, "data")
+    if os.path.exists(os.path.join(data_dir, "stats.json")) and reuse_data:
+        with open(os.path.join(data_dir, "stats.json")) as f:
+            stats = json.load(f)
+    else:
+        stats = preprocess_split(split, data_dir, preprocess_args)
     t1 = time.perf_counter()
     result = training.train(cfg, data_dir, os.path.join(output_dir, "model"), verbose=verbose)
     model = result.pop("model")

@@ -13,7 +13,7 @@ from launch import common
 from launch.preprocess import quiet_beam
 from sdm_tf.train import evaluation as E
 
-SPLIT = flags.DEFINE_string("split", None, "a prepare.py output directory")
+SPLIT = common.SPLIT
 OUTPUT_DIR = common.OUTPUT_DIR
 EXCLUDE_SEEN = flags.DEFINE_enum(
     "exclude_seen",

@@ -18,6 +18,7 @@ DATA_DIR = flags.DEFINE_string(
 MODEL_DIR = flags.DEFINE_string(
     "model_dir", os.environ.get("SDM_MODEL_DIR"), "model directory (default: $SDM_MODEL_DIR)"
 )
+SPLIT = flags.DEFINE_string("split", None, "a ../shared/bench/prepare.py output directory")
 EXPORT_DIR = flags.DEFINE_string("export_dir", None, "export base (or one version) directory")
 OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "where this command writes its results")
 

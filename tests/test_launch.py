@@ -4,7 +4,7 @@ import importlib
 
 LAUNCHERS = [
     "generate", "preprocess", "train", "evaluate", "bench_split", "export", "build_index",
-    "serve", "query", "local_cluster", "data_service",
+    "serve", "query", "local_cluster", "data_service", "experiments",
 ]  # fmt: skip
 
 

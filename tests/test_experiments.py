@@ -1,0 +1,46 @@
+"""launch.experiments: the tables' cells, by hand, and a failed run shown as failed."""
+
+import pytest
+
+from launch import experiments as X
+
+
+def summary(value, epoch=5, seconds=10.0):
+    metrics = {f"{m}@{k}": value for k in X.KS for m in X.METRICS}
+    systems = {"SDM": {"metrics": metrics}}
+    systems["popularity"] = {"metrics": {k: value / 10 for k in metrics}}
+    systems["item-CF"] = {"metrics": {k: value / 2 for k in metrics}}
+    return {"systems": systems, "chosen_epoch": epoch, "seconds": {"total": seconds}}
+
+
+def test_cells_are_mean_and_std_over_seeds():
+    runs = [summary(0.1), summary(0.2), summary(0.3)]
+    assert X.cell(runs, "SDM", "NDCG@20") == "0.2000 ± 0.1000"
+    assert X.cell(runs[:1], "SDM", "NDCG@20") == "0.1000"
+
+
+def test_run_table_reports_a_failed_cell_as_failed(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run(split, run_dir, cfg, **kwargs):
+        calls.append((cfg.model.num_heads, cfg.train.seed, kwargs["reuse_data"]))
+        if cfg.model.num_heads == 2:
+            raise RuntimeError("out of memory")
+        return summary(0.1 * cfg.model.num_heads, epoch=cfg.model.num_heads)
+
+    monkeypatch.setattr(X.bench_lib, "run", fake_run)
+    text = X.run_table("split", str(tmp_path), "3", seeds=2, pipeline_args=[])
+    assert len(calls) == 8 and all(reuse for _, _, reuse in calls)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if "head" in line}
+    assert "| failed |" in rows["2 heads"] and "0.4000" not in rows["2 heads"]
+    assert rows["4 heads"].count("0.4000") == len(X.KS) * len(X.METRICS)
+    assert "| 4, 4 |" in rows["4 heads"]
+    assert (tmp_path / "failed_t3_2_heads_s0.txt").read_text().strip().endswith("out of memory")
+
+
+@pytest.mark.parametrize("table", ["2", "3", "4"])
+def test_every_row_is_a_valid_config(table):
+    from sdm_tf import config as C
+
+    for _, overrides, variant in X.TABLES[table]:
+        C.get_config("default", variant, overrides)
