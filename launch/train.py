@@ -7,7 +7,7 @@ import tensorflow as tf
 from absl import flags
 
 from launch import common
-from sdm_tf.train import distribute, training
+from sdm_tf.train import distribute, evaluator, training
 
 DATA_DIR, MODEL_DIR = common.DATA_DIR, common.MODEL_DIR
 STRATEGY = flags.DEFINE_enum(
@@ -33,7 +33,7 @@ def main(argv):
         return
     if distribute.task_type() == "evaluator":
         # Runs until the chief's done marker (training.DONE_MARKER), however long training is.
-        for result in training.evaluator_loop(MODEL_DIR.value, DATA_DIR.value):
+        for result in evaluator.evaluator_loop(MODEL_DIR.value, DATA_DIR.value):
             print(json.dumps(result))
         return
     cfg = common.experiment_config()

@@ -7,7 +7,7 @@ import pytest
 
 from launch import evaluate as evaluate_launcher
 from sdm_tf import config as C
-from sdm_tf.train import training
+from sdm_tf.train import evaluator, training
 
 
 def smoke(*overrides):
@@ -80,7 +80,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_evaluator_scores_the_latest_checkpoint(preprocessed_dir, trained_model_dir):
-    results = training.evaluator_loop(
+    results = evaluator.evaluator_loop(
         str(trained_model_dir), str(preprocessed_dir), ks=[20], poll_seconds=1, max_evaluations=1
     )
     assert len(results) == 1 and 0.0 <= results[0]["HitRate@20"] <= 1.0
@@ -98,14 +98,14 @@ def test_evaluator_waits_for_the_chief_and_stops_at_its_marker(
     shutil.copytree(trained_model_dir, model_dir)
     (model_dir / training.DONE_MARKER).unlink()  # training still running, as far as it knows
     results = []
-    evaluator = threading.Thread(
+    thread = threading.Thread(
         target=lambda: results.extend(
-            training.evaluator_loop(str(model_dir), str(preprocessed_dir), [20], poll_seconds=0.2)
+            evaluator.evaluator_loop(str(model_dir), str(preprocessed_dir), [20], poll_seconds=0.2)
         )
     )
-    evaluator.start()
+    thread.start()
     time.sleep(4)  # twenty polls without a new checkpoint or a marker: still waiting
-    assert evaluator.is_alive()
+    assert thread.is_alive()
     (model_dir / training.DONE_MARKER).write_text("{}")
-    evaluator.join(timeout=30)
-    assert not evaluator.is_alive() and len(results) == 1
+    thread.join(timeout=30)
+    assert not thread.is_alive() and len(results) == 1
