@@ -1,6 +1,7 @@
 """Which training examples parameter-server workers consume over one epoch, with and without
 the tf.data service; run in its own process by test_distribute.py (a cluster connection changes
-TensorFlow's global context).
+TensorFlow's global context) on an in-process cluster, and by test_local_cluster.py as the chief
+of a multi-process cluster (TF_CONFIG and SDM_DATA_SERVICE set by LocalCluster).
 
     python tests/ps_data_check.py DATA_DIR service|local OUT_JSON
 
@@ -62,12 +63,15 @@ def main(data_dir, mode, out):
         kind=F.TRAIN, batch_size=256, training=False,
     )()  # fmt: skip
     expected = collections.Counter(int(x) for b in whole for x in fingerprint(b).numpy())
-    service = DS.LocalService(num_workers=1) if mode == "service" else None
-    resolver, servers = D.in_process_cluster(num_ps=1, num_workers=2)
+    if os.environ.get("TF_CONFIG"):  # the chief of a multi-process cluster (LocalCluster)
+        resolver, servers = tf.distribute.cluster_resolver.TFConfigClusterResolver(), None
+        target = DS.address() if mode == "service" else ""
+    else:  # an in-process cluster, and a tf.data service in this process
+        service = DS.LocalService(num_workers=1) if mode == "service" else None
+        resolver, servers = D.in_process_cluster(num_ps=1, num_workers=2)
+        target = service.target if service else ""
     strategy = D.parameter_server_strategy(resolver)
-    reader = training.train_reader(
-        data_dir, spec, cfg, data_service=service.target if service else ""
-    )
+    reader = training.train_reader(data_dir, spec, cfg, data_service=target)
     with strategy.scope():
         model = Count()
         model.compile(optimizer=tf.keras.optimizers.SGD(0.1))

@@ -53,6 +53,32 @@ def test_local_cluster_trains_end_to_end(preprocessed_dir, tmp_path):
     assert all(p.poll() is not None for p in cluster.procs.values())  # nothing left running
 
 
+def test_multi_process_workers_divide_an_epoch_with_the_data_service(preprocessed_dir, tmp_path):
+    # Separate ps / worker / tf.data service processes (LocalCluster); the chief is
+    # tests/ps_data_check.py, which feeds the real training input through a counting model.
+    import json
+    import subprocess
+    import sys
+
+    from sdm_tf.train import distribute as D
+
+    check = os.path.join(os.path.dirname(__file__), "ps_data_check.py")
+    out = tmp_path / "report.json"
+    with LocalCluster(train_args(preprocessed_dir, tmp_path / "m", 1, 1), 1, 2, None) as c:
+        c.start_servers()
+        env = dict(os.environ, TF_CONFIG=D.tf_config_for(c.spec, "chief", 0))
+        env["SDM_DATA_SERVICE"] = c.data_service
+        proc = subprocess.run(
+            [sys.executable, check, str(preprocessed_dir), "service", str(out)],
+            env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["consumed"] >= 0.95 * r["examples"]
+    assert r["repeats"] <= 0.05 * r["consumed"], r
+    assert r["distinct_covered"] >= 0.95 * r["examples"], r
+
+
 @slow
 def test_a_killed_worker_does_not_stop_the_job(preprocessed_dir, tmp_path):
     model_dir = str(tmp_path / "model")
