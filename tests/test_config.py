@@ -55,7 +55,7 @@ def test_config_round_trips_through_the_model_dir(tmp_path):
 def test_the_default_preset_is_the_paper_architecture_with_the_validated_recipe():
     cfg = C.get_config("default", "PSDMMAL-N")
     off = C.get_config("paper_offline", "PSDMMAL-N")
-    assert (cfg.model.dim, cfg.model.item_dim, cfg.model.num_heads) == (64, 64, 4)
+    assert (cfg.model.dim, cfg.model.item_dim, cfg.model.num_heads) == (128, 128, 4)
     assert cfg.model.tied_output and cfg.model.lstm_dropout == cfg.model.embedding_dropout == 0.5
     assert cfg.train.batch_size == 128
     # Blocks, fusion and objective are the paper's.
