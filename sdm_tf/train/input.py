@@ -1,8 +1,9 @@
 """tf.data input: TFRecords written by the pipeline -> padded batches of the spec's features.
 
 `InputReader` is a callable of `tf.distribute.InputContext`, so the same object feeds a single
-device, `MirroredStrategy` and a `DatasetCreator` under `ParameterServerStrategy` (each worker
-reads its own shard of the files).
+device, `MirroredStrategy` (one input pipeline per worker: file shards) and a `DatasetCreator`
+under `ParameterServerStrategy`, where the context never shards: there `data_service` divides
+each pass between the workers (`sdm_tf.train.data_service`).
 """
 
 from __future__ import annotations

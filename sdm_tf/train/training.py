@@ -190,7 +190,7 @@ def train(
                 "the whole training split (set SDM_DATA_SERVICE or --data_service)"
             )
         if is_ps:
-            # Each worker builds its own input (and reads its own shard) from the InputContext.
+            # Each worker runs the input function; the tf.data service divides the data.
             data = tf.keras.utils.experimental.DatasetCreator(reader)
             verbose = 2 if verbose == 1 else verbose  # Keras allows no progress bar here
         else:
