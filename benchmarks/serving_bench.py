@@ -102,9 +102,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--requests", type=int, default=500)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--noise", type=float, default=0.5)
-    ap.add_argument("--hnsw_m", type=int, default=16)
-    ap.add_argument("--ef_construction", type=int, default=80)
-    ap.add_argument("--ef_search", type=int, nargs="+", default=[300, 500, 800])
+    ap.add_argument("--hnsw_m", type=int, default=32)  # launch.build_index's defaults
+    ap.add_argument("--ef_construction", type=int, default=200)
+    ap.add_argument("--ef_search", type=int, nargs="+", default=[300, 800, 1600])
     ap.add_argument("--faiss_threads", type=int, default=1, help="OpenMP threads per search")
     ap.add_argument("--clients", type=int, nargs="*", default=[], help="e.g. 1 4 16")
     ap.add_argument("--http_requests", type=int, default=400, help="per concurrency level")
