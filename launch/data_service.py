@@ -5,13 +5,13 @@ stopped: the dispatcher, a worker that registers with it, or both in one process
 Training takes the dispatcher's address from --data_service or $SDM_DATA_SERVICE.
 """
 
-import os
 import time
 
 from absl import flags
 
 from launch import common
 from sdm_tf.core.errors import InputError
+from sdm_tf.train import data_service as DS
 
 ROLE = flags.DEFINE_enum("role", "both", ["dispatcher", "worker", "both"], "which server(s)")
 PORT = flags.DEFINE_integer(
@@ -19,7 +19,7 @@ PORT = flags.DEFINE_integer(
 )
 WORKER_PORT = flags.DEFINE_integer("worker_port", 0, "the worker's port (0: any free one)")
 DISPATCHER = flags.DEFINE_string(
-    "dispatcher", os.environ.get("SDM_DATA_SERVICE"), "role worker: the dispatcher's HOST:PORT"
+    "dispatcher", DS.address() or None, "role worker: the dispatcher's HOST:PORT"
 )
 WORKER_ADDRESS = flags.DEFINE_string(
     "worker_address", None, "how trainers reach this worker (Kubernetes: $(POD_IP):PORT)"
@@ -32,8 +32,6 @@ WORK_DIR = flags.DEFINE_string(
 
 def main(argv):
     del argv
-    from sdm_tf.train import data_service as DS
-
     servers = []
     if ROLE.value in ("dispatcher", "both"):
         dispatcher = DS.start_dispatcher(PORT.value, WORK_DIR.value)

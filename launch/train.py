@@ -7,7 +7,7 @@ import tensorflow as tf
 from absl import flags
 
 from launch import common
-from sdm_tf.train import distribute, evaluator, training
+from sdm_tf.train import data_service, distribute, evaluator, training
 
 DATA_DIR, MODEL_DIR = common.DATA_DIR, common.MODEL_DIR
 STRATEGY = flags.DEFINE_enum(
@@ -16,7 +16,7 @@ STRATEGY = flags.DEFINE_enum(
 )  # fmt: skip
 DATA_SERVICE = flags.DEFINE_string(
     "data_service",
-    os.environ.get("SDM_DATA_SERVICE", ""),
+    data_service.address(),
     "tf.data service dispatcher (grpc://HOST:PORT) feeding the training input; under parameter "
     "servers it divides each pass over the data between the workers (default: $SDM_DATA_SERVICE)",
 )

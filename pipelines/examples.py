@@ -119,12 +119,9 @@ class MakeExamples(beam.PTransform):
         self.test_day = test_day
 
     def expand(self, grouped):
+        test_day_side = None  # no test day: a plain argument, no side input
         if self.test_day is not None:
             test_day_side = beam.pvalue.AsSingleton(self.test_day, default_value=None)
-        else:
-            test_day_side = beam.pvalue.AsSingleton(
-                grouped.pipeline | "NoTestDay" >> beam.Create([None])
-            )
         results = grouped | "Examples" >> beam.ParDo(
             MakeExamplesFn(self.cfg, self.protocol),
             vocabs=beam.pvalue.AsSingleton(self.vocabs),

@@ -166,10 +166,9 @@ class BuildVocabularies(beam.PTransform):
         self.before = before
 
     def expand(self, users):
+        before = None  # no cutoff: a plain argument, no side input
         if self.before is not None:
             before = beam.pvalue.AsSingleton(self.before, default_value=None)
-        else:
-            before = beam.pvalue.AsSingleton(users.pipeline | "NoCutoff" >> beam.Create([None]))
         counts = (
             users
             | "CountFeatures" >> beam.Map(_feature_counts, before)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Container, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 
 from sdm_tf.core import features as F
 from sdm_tf.core.events import SIDE_FIELDS, Event
@@ -148,25 +148,21 @@ class Encoder:
         return self.encode((feature_value(e, feature) for e in events), feature)
 
 
-def recent_distinct(
-    history: Sequence[Event],
-    end: int,
-    start_ts: int,
-    values: Mapping[str, Callable[[Event], Hashable | None]],
-    cfg: SessionConfig,
-) -> dict[str, list]:
-    """Long-term bags for a session starting at `start_ts`, one per entry of `values`.
+def raw_bags(
+    history: Sequence[Event], end: int, start_ts: int, features: Sequence[str], cfg: SessionConfig
+) -> dict[str, list[str]]:
+    """Long-term bags of raw values, one per item feature, for a session starting at `start_ts`.
 
     `history[:end]` are the user's sorted events before the session. Events with
     `start_ts - long_term_days * DAY <= timestamp < start_ts` count, whichever session they
     belong to (a session's own earlier chunks included: the events before a capped window are
     the most recent behaviour the window does not show); each bag keeps the most recent
-    `long_term_size` distinct values (`values[f](event)`; None is skipped), most recent first.
+    `long_term_size` distinct values, most recent first; missing side values ("") are skipped.
     """
     lo = start_ts - cfg.long_term_days * DAY
-    bags: dict[str, list] = {f: [] for f in values}
-    seen: dict[str, set] = {f: set() for f in values}
-    open_features = set(values)
+    bags: dict[str, list[str]] = {f: [] for f in features}
+    seen: dict[str, set] = {f: set() for f in features}
+    open_features = set(features)
     for i in range(end - 1, -1, -1):
         e = history[i]
         if e.timestamp >= start_ts:
@@ -174,8 +170,8 @@ def recent_distinct(
         if e.timestamp < lo:
             break
         for f in list(open_features):
-            v = values[f](e)
-            if v is None or v in seen[f]:
+            v = feature_value(e, f)
+            if not v or v in seen[f]:
                 continue
             seen[f].add(v)
             bags[f].append(v)
@@ -184,14 +180,6 @@ def recent_distinct(
         if not open_features:
             break
     return bags
-
-
-def raw_bags(
-    history: Sequence[Event], end: int, start_ts: int, features: Sequence[str], cfg: SessionConfig
-) -> dict[str, list[str]]:
-    """`recent_distinct` over the raw values of item features (missing side values skipped)."""
-    values = {f: (lambda e, f=f: feature_value(e, f) or None) for f in features}
-    return recent_distinct(history, end, start_ts, values, cfg)
 
 
 @dataclasses.dataclass(frozen=True)

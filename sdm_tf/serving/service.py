@@ -13,9 +13,10 @@ A request carries the user's recent events (item, optional timestamp / session i
 and optionally a profile and explicit long-term bags. With timestamps, the events are split by the
 same session rules as the pipeline (the latest session is the short-term sequence, the
 `long_term_days` before it feed the long-term bags); without, the last `max_session_length`
-events are the session. Side values missing from an event come from the export's item table;
-unknown ids become OOV inside the SavedModel. A request without events gets the most popular
-items (`fallback: true`).
+events are the session. The query is built by the pipeline's own `build_query`: side values come
+from the export's item table where it has them, exact duplicates collapse, items the model never
+saw are dropped, and unknown side or profile values become OOV inside the SavedModel. A request
+with no known item gets the most popular items (`fallback: true`).
 """
 
 from __future__ import annotations
