@@ -48,6 +48,15 @@ def taobao_time_split(out: pathlib.Path, min_item_count: int) -> pathlib.Path:
 
 IN_MEMORY = ["--direct_running_mode=in_memory"]
 
+_GRPC_NOISE = ("grpc", "GRPC", "remote target", "Failed to remove function", "E0000", "W0000")
+
+
+def stderr_digest(stderr: str, tail: int = 3000) -> str:
+    """A subprocess's stderr for an assertion message, without TensorFlow's gRPC shutdown lines
+    (which otherwise fill the tail and hide the traceback)."""
+    lines = [line for line in stderr.splitlines() if not any(n in line for n in _GRPC_NOISE)]
+    return "\n".join(lines)[-tail:]
+
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> pathlib.Path:

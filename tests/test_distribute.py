@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from sdm_tf.train import distribute as D
+from tests.conftest import stderr_digest
 
 
 def test_table_partitioner_splits_only_tables():
@@ -38,7 +39,7 @@ def test_ps_training_shards_tables_and_learns(preprocessed_dir, trained_model_di
          str(trained_model_dir), str(out)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, stderr_digest(proc.stderr)
     report = json.loads(out.read_text())
     for name in ("item_embedding", "output_embeddings", "output_bias"):
         devices = report["devices"][name]
@@ -62,7 +63,7 @@ def test_mirrored_step_equals_one_device_step(preprocessed_dir, tmp_path):
         [sys.executable, str(check), str(preprocessed_dir), str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, stderr_digest(proc.stderr)
     report = json.loads(out.read_text())
     assert report["max_step"] > 1e-3  # the step moved the weights
     assert report["max_diff"] < 1e-5 * max(1.0, report["max_step"]), report
@@ -80,7 +81,7 @@ def test_ps_workers_divide_an_epoch_with_the_data_service(preprocessed_dir, tmp_
         [sys.executable, str(check), str(preprocessed_dir), mode, str(out)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, stderr_digest(proc.stderr)
     r = json.loads(out.read_text())
     assert r["consumed"] >= 0.95 * r["examples"]  # one epoch of steps
     if mode == "service":

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from sdm_tf.train.local_cluster import LocalCluster
+from tests.conftest import stderr_digest
 
 slow = pytest.mark.skipif(os.environ.get("SDM_SLOW") != "1", reason="slow drill: set SDM_SLOW=1")
 
@@ -72,7 +73,7 @@ def test_multi_process_workers_divide_an_epoch_with_the_data_service(preprocesse
             [sys.executable, check, str(preprocessed_dir), "service", str(out)],
             env=env, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, stderr_digest(proc.stderr)
     r = json.loads(out.read_text())
     assert r["consumed"] >= 0.95 * r["examples"]
     assert r["repeats"] <= 0.05 * r["consumed"], r
