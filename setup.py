@@ -25,7 +25,10 @@ EXTRAS = {
         "ruff>=0.5",
         "pyyaml>=6",
         "kubeflow-training==1.9.4",
+        "matplotlib>=3.8",
     ],
+    # launch.explain's figures.
+    "figures": ["matplotlib>=3.8"],
     # faiss-gpu replaces faiss-cpu's module of the same name on CUDA hosts.
     "gpu": ["faiss-gpu==1.15.1"],
 }

@@ -85,6 +85,24 @@ class UserTower(tf.keras.Model):
         return self.embeddings.concat(self.profile_features, ids)
 
     def call(self, inputs: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
+        return self._forward(inputs, training)[0]
+
+    def explain(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """What the tower weighs, at inference (Fig. 4-5 of the paper). Keys present when the
+        block is in the model:
+
+          self_attention: [B, H, T, T], head h's weights of position t over positions k;
+          user_attention: [B, T, T], alpha_{t,k} of eq. 10;
+          long_term/<f>: [B, S_f], the attention over feature f's long-term bag (eq. 11);
+          gate: [B, T, d], G of eq. 13 (1: short-term, 0: long-term);
+          short_term: [B, T, d] s_t; long_term: [B, d] p (eq. 12);
+          output: [B, T, d], the tower's output o_t.
+        """
+        return self._forward(inputs, training=False, explain=True)[1]
+
+    def _forward(self, inputs, training=None, explain=False):
+        """-> (o [B, T, d], {name: weights} when `explain`, else {})."""
+        parts: dict[str, tf.Tensor] = {}
         length = tf.cast(inputs[F.LENGTH], tf.int32)
         short_ids = {f: inputs[F.short_key(f)] for f in self.item_features}
         x = self.embeddings.concat(self.item_features, short_ids)  # eq. 3: [B, T, sum d_f]
@@ -94,14 +112,18 @@ class UserTower(tf.keras.Model):
             h = self.lstm(x, length, training=training)  # eq. 5
         else:
             h = self.input_proj(x)
-        if self.self_attention is not None:
-            h = self.self_attention(h, length, training=training)  # eq. 6-9
-        if self.user_attention is not None:
-            s = self.user_attention(h, e_u, length)  # eq. 10
+        if self.self_attention is not None:  # eq. 6-9
+            h, parts["self_attention"] = self.self_attention(
+                h, length, training=training, return_attention_scores=True
+            )
+        if self.user_attention is not None:  # eq. 10
+            s, parts["user_attention"] = self.user_attention(
+                h, e_u, length, return_attention_scores=True
+            )
         else:
             s = h  # the causal position output is the short-term vector
         if not self.cfg.use_long_term:
-            return s
+            return s, ({**parts, "output": s} if explain else {})
         bags = {
             f: self.embedding_dropout(
                 self.embeddings.embed(f, inputs[F.long_key(f)]), training=training
@@ -109,8 +131,15 @@ class UserTower(tf.keras.Model):
             for f in self.item_features
         }
         masks = {f: inputs[F.long_key(f)] != F.PAD_ID for f in self.item_features}
-        p = self.long_term(bags, masks, e_u)  # eq. 11-12
-        return self.fusion(s, p, e_u)  # eq. 13-14
+        p, weights = self.long_term(bags, masks, e_u, return_attention_scores=True)  # eq. 11-12
+        o, gate = self.fusion(s, p, e_u, return_gate=True)  # eq. 13-14
+        if not explain:
+            return o, {}
+        parts.update({f"long_term/{f}": w for f, w in weights.items()})
+        parts.update(short_term=s, long_term=p, output=o)
+        if gate is not None:
+            parts["gate"] = gate
+        return o, parts
 
     def last(self, outputs: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
         """The user vector after the whole sequence: outputs[b, length[b] - 1]. [B, d]."""
