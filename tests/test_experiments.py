@@ -1,5 +1,8 @@
 """launch.experiments: the tables' cells, by hand, and a failed run shown as failed."""
 
+import json
+import os
+
 import pytest
 
 from launch import experiments as X
@@ -36,6 +39,26 @@ def test_run_table_reports_a_failed_cell_as_failed(monkeypatch, tmp_path):
     assert rows["4 heads"].count("0.4000") == len(X.KS) * len(X.METRICS)
     assert "| 4, 4 |" in rows["4 heads"]
     assert (tmp_path / "failed_t3_2_heads_s0.txt").read_text().strip().endswith("out of memory")
+
+
+def test_a_configuration_in_several_tables_runs_once_per_seed(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run(split, run_dir, cfg, **kwargs):
+        calls.append(os.path.basename(run_dir))
+        result = {**summary(0.1), "config": cfg.to_dict()}
+        os.makedirs(run_dir)
+        with open(os.path.join(run_dir, "bench_summary.json"), "w") as f:
+            json.dump(result, f)
+        return result
+
+    monkeypatch.setattr(X.bench_lib, "run", fake_run)
+    X.run_table("split", str(tmp_path), "3", seeds=2, pipeline_args=[])
+    text = X.run_table("split", str(tmp_path), "4", seeds=2, pipeline_args=[])
+    # Table 4's gate is Table 3's 4 heads: 2 x 4 + 2 x 4 runs, not 2 x 9.
+    assert len(calls) == 16 and "t4_fusion_gate_s0" not in calls
+    gate = next(line for line in text.splitlines() if line.startswith("| fusion gate"))
+    assert "| 2 |" in gate and "0.1000 ± 0.0000" in gate
 
 
 @pytest.mark.parametrize("table", ["2", "3", "4"])
