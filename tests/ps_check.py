@@ -54,6 +54,12 @@ def main(data_dir, model_dir, local_model_dir, out):
     )
     report = {
         "devices": tables,
+        "shard_rows": {
+            "item_embedding": [
+                int(v.shape[0]) for v in model.tower.embeddings.tables["item"].variables
+            ],
+            "output_embeddings": [int(v.shape[0]) for v in model.output_embeddings.variables],
+        },
         "losses": result["history"]["loss"],
         "optimizer_steps": result["optimizer_steps"],
         "same_signature": str(ps_export.signature.structured_input_signature)

@@ -29,6 +29,7 @@ def test_bench_split_end_to_end(tmp_path):
     assert [p["epoch"] for p in val["curve"]] == [1, 2] and summary["chosen_epoch"] in (1, 2)
     assert summary["exclude_seen"] == {"excluded": "yes", "kept": "no"}[val["rule"]]
     assert summary["preprocess_stats"]["eval_examples"] > 0
+    assert summary["train"]["objective"].endswith(f"{summary['preprocess_stats']['items']:,} items")
     assert summary["preprocess_stats"]["test_examples"] > 0
     # The baselines ran under the same rule, and item-CF is the reference's, to the list.
     flag = ["--exclude-seen"] if summary["exclude_seen"] == "yes" else []

@@ -20,6 +20,15 @@ def test_table_partitioner_splits_only_tables():
     assert p(tf.TensorShape([]), tf.float32) == []
 
 
+def test_shard_rows_split_tables_near_equally():
+    assert D.shard_rows(10**6, 4) == [250_000] * 4
+    assert D.shard_rows(10, 4) == [3, 3, 2, 2]  # the first rows % n shards take one more
+    # docs/scale.md: 10^8 items x d 128 over 40 PS, float32 weights + 2 Adam slots.
+    rows = D.shard_rows(10**8 + 2, 40)
+    assert max(rows) - min(rows) <= 1 and sum(rows) == 10**8 + 2
+    assert max(rows) * 128 * 4 * 3 / 2**30 == pytest.approx(3.58, abs=0.01)
+
+
 def test_get_strategy_reads_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert D.get_strategy("auto") is tf.distribute.get_strategy()
@@ -46,6 +55,9 @@ def test_ps_training_shards_tables_and_learns(preprocessed_dir, trained_model_di
         assert any("/job:ps/replica:0/task:0" in d for d in devices), (name, devices)
         assert any("/job:ps/replica:0/task:1" in d for d in devices), (name, devices)
     assert len(report["devices"]["lstm_kernel"]) == 1  # small kernels stay whole
+    # The cluster cuts the tables as D.shard_rows says (docs/scale.md sizes the PS with it).
+    for name, rows in report["shard_rows"].items():
+        assert rows == D.shard_rows(sum(rows), 2), (name, rows)
     assert report["losses"][-1] < report["losses"][0]
     assert report["optimizer_steps"] == 100
     # The PS-trained model restores on one device and exports to the same signature.

@@ -150,11 +150,12 @@ def test_loss_equals_full_softmax_when_every_class_is_sampled(positions, full):
 
 
 def test_small_catalogues_get_the_full_softmax():
-    assert SDM(SPEC, smoke("PSDMMAL", "model.full_softmax_max_items=10")).full_softmax
-    assert not SDM(
-        SPEC, smoke("PSDMMAL", "model.full_softmax_max_items=9", "model.num_sampled=9")
-    ).full_softmax
-    assert C.get_config().model.full_softmax_max_items == 5000  # the default: on
+    full = SDM(SPEC, smoke("PSDMMAL", "model.full_softmax_max_items=10"))
+    sampled = SDM(SPEC, smoke("PSDMMAL", "model.full_softmax_max_items=9", "model.num_sampled=9"))
+    assert SPEC.num_items == 10 and full.full_softmax and not sampled.full_softmax
+    assert full.objective == "exact softmax over 10 items"
+    assert sampled.objective == "sampled softmax, 9 negatives of 10 items"
+    assert C.get_config().model.full_softmax_max_items == 20_000  # the default: on
 
 
 def test_next_n_loss_by_hand():

@@ -267,10 +267,19 @@ class SDM(tfrs.models.Model):
         small = self.num_classes <= max(self.cfg.num_sampled, self.cfg.full_softmax_max_items)
         return small and self.candidate_sampler is None
 
+    @property
+    def objective(self) -> str:
+        """The training objective in words (the launchers print it: the choice is automatic)."""
+        if self.full_softmax:
+            return f"exact softmax over {self.num_classes:,} items"
+        return f"sampled softmax, {self.cfg.num_sampled:,} negatives of {self.num_classes:,} items"
+
     def full_softmax_loss(self, vectors: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
         """Cross-entropy over every item, the `next_n` labels weighted 1/next_n each (the
         target distribution `tf.nn.sampled_softmax_loss` uses). [M, d], [M, n] -> [M]."""
         logits = self.score(vectors)  # [M, C]
+        if classes.shape[-1] == 1:  # the fused kernel: no [M, C] log-probabilities kept
+            return tf.nn.sparse_softmax_cross_entropy_with_logits(classes[:, 0], logits)
         log_probs = tf.nn.log_softmax(logits)
         return -tf.reduce_mean(tf.gather(log_probs, classes, batch_dims=1), axis=-1)
 

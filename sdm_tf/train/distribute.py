@@ -58,6 +58,14 @@ class TablePartitioner(tf.distribute.experimental.partitioners.Partitioner):
         return parts
 
 
+def shard_rows(rows: int, num_shards: int) -> list[int]:
+    """The rows of each shard of a `rows`-row table split `num_shards` ways, as
+    ParameterServerStrategy cuts it: the first `rows % num_shards` shards take one row more
+    (docs/scale.md sizes the parameter servers with it; tests check it against a real cluster)."""
+    base, extra = divmod(rows, num_shards)
+    return [base + (i < extra) for i in range(num_shards)]
+
+
 def parameter_server_strategy(
     resolver: tf.distribute.cluster_resolver.ClusterResolver, min_rows: int = 4096
 ) -> tf.distribute.ParameterServerStrategy:

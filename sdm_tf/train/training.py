@@ -218,6 +218,7 @@ def train(
         "steps_per_epoch": steps,
         "train_seconds": time.perf_counter() - start,
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
+        "objective": model.objective,
         "history": history,
         "validation": V.load_state(model_dir) if validating else None,
         "model": model,
