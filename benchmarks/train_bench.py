@@ -8,6 +8,8 @@ Times `fit` over --steps steps after a warm-up (tracing and the first batches ex
 input pipeline (gzip TFRecords, parsing, length bucketing), so input cost is included.
 Training pairs/s counts (history -> next item) targets: positions with a label.
 --threads N pins TensorFlow's intra- and inter-op pools to N threads (1: a per-core figure).
+--input_only times the input pipeline alone (the split of a step in docs/performance.md comes
+from it and from runs with blocks switched off).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--num_events", type=int, default=300_000)
     ap.add_argument("--workdir", default="")
+    ap.add_argument(
+        "--input_only", action="store_true", help="time the input pipeline alone (no training)"
+    )
     a = ap.parse_args(argv)
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)
@@ -71,7 +76,11 @@ def main(argv=None) -> dict:
         for x in ds.take(a.steps)
     ]
     start = time.perf_counter()
-    model.fit(ds, epochs=1, steps_per_epoch=a.steps, verbose=0)
+    if a.input_only:  # read, parse and bucket the same number of batches
+        for _ in ds.take(a.steps):
+            pass
+    else:
+        model.fit(ds, epochs=1, steps_per_epoch=a.steps, verbose=0)
     seconds = time.perf_counter() - start
     examples = a.steps * cfg.train.batch_size
     result = {
@@ -86,6 +95,7 @@ def main(argv=None) -> dict:
         "threads": a.threads or "default",
         "overrides": a.override,
         "full_softmax": bool(model.full_softmax),
+        "input_only": a.input_only,
         "ms_per_step": round(1000 * seconds / a.steps, 1),
     }
     print(json.dumps(result, indent=1))
