@@ -211,3 +211,22 @@ def test_log_uniform_loss_trains():
 def test_next_n_beyond_the_data_is_rejected():
     with pytest.raises(ValueError, match="next_n"):
         SDM(SPEC, smoke("PSDMMAL-N", "model.next_n=5"))
+
+
+def test_the_logged_loss_is_the_epochs_mean_not_its_last_batch():
+    cfg = smoke(
+        "PSDMMAL", "model.full_softmax_max_items=10", "model.lstm_dropout=0",
+        "model.embedding_dropout=0", "model.attention_dropout=0",
+    )  # fmt: skip
+    model = SDM(SPEC, cfg)
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.0))  # the weights stay put
+    xs = [batch(seed=s) for s in (1, 2, 3)]
+    losses = [float(model.compute_loss(x)) for x in xs]
+    assert max(losses) - min(losses) > 1e-3  # the three batches differ
+    data = tf.data.Dataset.from_generator(
+        lambda: iter(xs),
+        output_signature={k: tf.TensorSpec.from_tensor(v) for k, v in xs[0].items()},
+    )
+    history = model.fit(data, epochs=2, verbose=0).history
+    assert history["loss"] == pytest.approx([np.mean(losses)] * 2, rel=1e-5)
+    assert "epoch_loss" not in history

@@ -182,6 +182,19 @@ class SDM(tfrs.models.Model):
         # None: tf.nn.sampled_softmax_loss' own log-uniform sampler. Tests inject one that
         # returns every class, which turns the loss into the full softmax.
         self.candidate_sampler = None
+        # Keras logs what train_step returned at the epoch's last step; TFRS returns that
+        # batch's loss. A training curve wants the epoch's mean (reset by Keras every epoch).
+        self.epoch_loss = tf.keras.metrics.Mean(name="epoch_loss")
+
+    def train_step(self, inputs):
+        logs = super().train_step(inputs)
+        # A replica's loss is its share of the global batch's mean (compute_loss); the metric
+        # averages over replicas as well as steps, so each share counts num_replicas times.
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        self.epoch_loss.update_state(logs["loss"] * replicas)
+        logs.pop("epoch_loss", None)
+        return {**logs, "loss": self.epoch_loss.result()}
 
     @property
     def item_table(self) -> tf.Tensor:

@@ -18,12 +18,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 import time
 
 import faiss
 import numpy as np
 
 KINDS = ("flat", "ivfpq", "hnsw")
+_CHUNK = 64 << 20  # bytes read at a time when loading
 
 
 @dataclasses.dataclass
@@ -101,21 +103,38 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
 def save(index: faiss.Index, cfg: IndexConfig, path: str, report: dict) -> None:
     """Writes the index to `path` and then `path`.json (its config, report, size and sha256), on
     any tf.io.gfile filesystem. The metadata goes last and `load` checks the index against it,
-    so a half-written index is never picked up; an older metadata file is removed first."""
+    so a half-written index is never picked up; an older metadata file is removed first. FAISS
+    writes to disk (a temporary local file when `path` is remote), never through a bytes copy."""
     import tensorflow as tf
 
     cpu = faiss.index_gpu_to_cpu(index) if num_gpus() > 0 and cfg.kind != "hnsw" else index
-    data = faiss.serialize_index(cpu).tobytes()
     meta_path = path + ".json"
     if tf.io.gfile.exists(meta_path):
         tf.io.gfile.remove(meta_path)
     tf.io.gfile.makedirs(os.path.dirname(path) or ".")
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(data)
+    local = "://" not in path
+    tmp = None if local else tempfile.NamedTemporaryFile(suffix=".faiss", delete=False)
+    try:
+        if tmp is not None:
+            tmp.close()
+        faiss.write_index(cpu, path if local else tmp.name)
+        digest, size = hashlib.sha256(), 0
+        with open(path if local else tmp.name, "rb") as src:
+            out = None if local else tf.io.gfile.GFile(path, "wb")
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                if out is not None:
+                    out.write(chunk)
+            if out is not None:
+                out.close()
+    finally:
+        if tmp is not None:
+            os.unlink(tmp.name)
     meta = {
         "config": dataclasses.asdict(cfg),
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": size,
+        "sha256": digest.hexdigest(),
         **report,
     }
     with tf.io.gfile.GFile(meta_path, "w") as f:
@@ -123,6 +142,9 @@ def save(index: faiss.Index, cfg: IndexConfig, path: str, report: dict) -> None:
 
 
 def load(path: str) -> tuple[faiss.Index, IndexConfig]:
+    """The index at `path`, checked against its metadata. The file is streamed through the
+    hash (and, off the local disk, into a temporary local copy) and read by FAISS from disk, so
+    the peak memory is the index's own size, not twice it."""
     import tensorflow as tf
 
     meta_path = path + ".json"
@@ -130,11 +152,25 @@ def load(path: str) -> tuple[faiss.Index, IndexConfig]:
         raise FileNotFoundError(f"no complete index at {path} ({meta_path} is missing)")
     with tf.io.gfile.GFile(meta_path) as f:
         meta = json.load(f)
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
-    if len(data) != meta["bytes"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
-        raise ValueError(f"index {path} does not match its metadata (partly written?)")
-    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    local = "://" not in path
+    tmp = None if local else tempfile.NamedTemporaryFile(suffix=".faiss", delete=False)
+    try:
+        digest, size = hashlib.sha256(), 0
+        with tf.io.gfile.GFile(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                if tmp is not None:
+                    tmp.write(chunk)
+        if tmp is not None:
+            tmp.close()
+        if size != meta["bytes"] or digest.hexdigest() != meta["sha256"]:
+            raise ValueError(f"index {path} does not match its metadata (partly written?)")
+        index = faiss.read_index(path if local else tmp.name)
+    finally:
+        if tmp is not None:
+            tmp.close()
+            os.unlink(tmp.name)
     cfg = IndexConfig(**meta["config"])
     set_search_params(index, cfg)
     return index, cfg
