@@ -130,9 +130,6 @@ class TrainConfig:
     seed: int = 0
     validation_metric: str = "NDCG@50"
     patience: int = 8
-    # Keep the parsed training examples in memory after the first pass (for splits that fit).
-    # Off by default: the recipe's results were measured without it (docs/performance.md).
-    cache_examples: bool = False
 
     EPOCHS_WITH_VALIDATION: typing.ClassVar[int] = 200
     EPOCHS_WITHOUT: typing.ClassVar[int] = 10

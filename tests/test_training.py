@@ -109,31 +109,3 @@ def test_evaluator_waits_for_the_chief_and_stops_at_its_marker(
     (model_dir / training.DONE_MARKER).write_text("{}")
     thread.join(timeout=30)
     assert not thread.is_alive() and len(results) == 1
-
-
-def test_cached_input_yields_every_example_once_a_pass_reshuffled(preprocessed_dir):
-    import collections
-
-    from sdm_tf.core import features as F
-    from sdm_tf.train.input import InputReader
-
-    spec = training.load_dataset_spec(str(preprocessed_dir))
-    n = training.load_stats(str(preprocessed_dir))["train_examples"]
-
-    def passes(cache):
-        reader = InputReader(
-            pattern=str(preprocessed_dir / "train" / "*.tfrecord.gz"),
-            spec=F.FeatureSpec(spec), batch_size=1, seed=3, cache=cache,
-        )  # fmt: skip
-        keys = [
-            (b[F.USER_ID].numpy()[0], int(b[F.LENGTH][0]), int(b[F.short_key(F.ITEM)][0, 0]))
-            for b in reader().take(2 * n)
-        ]
-        return keys[:n], keys[n:]
-
-    plain, cached = passes(False), passes(True)
-    whole = collections.Counter(plain[0])
-    assert sum(whole.values()) == n
-    for p in (plain[1], *cached):  # each pass: every example once
-        assert collections.Counter(p) == whole
-    assert cached[0] != cached[1]  # the cached pass is shuffled again

@@ -33,8 +33,6 @@ class InputReader:
       seed: shuffle seed.
       bucket_eval: batch evaluation input by length buckets too (deterministic, but not in file
         order): much less padding, for callers that key results by user.
-      cache: training input only: keep the parsed examples in memory after the first pass
-        (parsing then happens once, not every epoch; for splits that fit in memory).
       data_service: the tf.data service dispatcher (grpc://HOST:PORT) for training input: the
         pipeline runs on the service and every batch goes to one consumer, so parameter-server
         workers split each pass over the data instead of each reading all of it
@@ -51,7 +49,6 @@ class InputReader:
     seed: int | None = None
     bucket_eval: bool = False
     data_service: str = ""
-    cache: bool = False
 
     def files(self) -> list[str]:
         files = sorted(tf.io.gfile.glob(self.pattern))
@@ -76,16 +73,13 @@ class InputReader:
             )
         else:  # file order, so predictions line up run after run
             ds = tf.data.TFRecordDataset(ds, compression_type="GZIP")
-        cache = self.training and self.cache
-        if self.training and not cache:
+        if self.training:
             ds = ds.shuffle(self.shuffle_buffer, seed=self.seed).repeat()
         ds = ds.map(
             lambda s: self.spec.parse(s, self.kind),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=not self.training,
         )
-        if cache:  # parse once; shuffle the parsed examples every pass
-            ds = ds.cache().shuffle(self.shuffle_buffer, seed=self.seed).repeat()
         if self.training or self.bucket_eval:
             # Sequences of similar length together: a batch pads to its own longest sequence.
             boundaries = list(self.bucket_boundaries)

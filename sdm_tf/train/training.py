@@ -91,7 +91,6 @@ def train_reader(
         bucket_boundaries=tuple(cfg.train.bucket_boundaries),
         shuffle_buffer=cfg.train.shuffle_buffer,
         seed=cfg.train.seed,
-        cache=cfg.train.cache_examples,
     )
 
 
