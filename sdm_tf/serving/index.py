@@ -14,6 +14,7 @@ A GPU is used for flat and ivfpq when faiss-gpu finds one (HNSW is CPU-only in F
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -119,15 +120,13 @@ def save(index: faiss.Index, cfg: IndexConfig, path: str, report: dict) -> None:
             tmp.close()
         faiss.write_index(cpu, path if local else tmp.name)
         digest, size = hashlib.sha256(), 0
-        with open(path if local else tmp.name, "rb") as src:
-            out = None if local else tf.io.gfile.GFile(path, "wb")
+        copy = contextlib.nullcontext() if local else tf.io.gfile.GFile(path, "wb")
+        with open(path if local else tmp.name, "rb") as src, copy as out:
             while chunk := src.read(_CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
                 if out is not None:
                     out.write(chunk)
-            if out is not None:
-                out.close()
     finally:
         if tmp is not None:
             os.unlink(tmp.name)
