@@ -58,7 +58,6 @@ class PreprocessConfig:
     truth: str = ""
     test_queries: str = ""
     test_truth: str = ""
-    num_buckets: int = 64
     chunk_bytes: int = 8 << 20
     num_shards: int = 4
 
@@ -72,7 +71,7 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
     """Adds the whole preprocessing graph to `p`."""
     dead, stats = [], []
 
-    read = p | "ReadEvents" >> R.ReadEvents(cfg.input, cfg.fmt, cfg.num_buckets, cfg.chunk_bytes)
+    read = p | "ReadEvents" >> R.ReadEvents(cfg.input, cfg.fmt, cfg.chunk_bytes)
     dead.append(read[R.DEAD])
     stats.append(read[R.STATS])
     grouped = read["events"] | "GroupByUser" >> R.GroupByUser()
@@ -117,9 +116,7 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
         """(user, fed events) and (user, truth items) of one query set. The fed events take the
         item table's side values exactly as training events do: without them a query would feed
         OOV categories and brands to the model."""
-        q = p | f"Read{name}" >> R.ReadEvents(
-            queries, cfg.fmt, cfg.num_buckets, cfg.chunk_bytes, rows_prefix=prefix
-        )
+        q = p | f"Read{name}" >> R.ReadEvents(queries, cfg.fmt, cfg.chunk_bytes, rows_prefix=prefix)
         dead.append(q[R.DEAD])
         stats.append(q[R.STATS])
         grouped = q["events"] | f"Group{name}" >> R.GroupByUser(prefix=prefix)
@@ -225,7 +222,6 @@ def make_parser() -> argparse.ArgumentParser:
     a("--truth", default="", help="(queries protocol) JSONL of {user_id, items}")
     a("--test_queries", default="", help="events to feed per held-out test user (-> test/)")
     a("--test_truth", default="", help="JSONL of {user_id, items} for --test_queries")
-    a("--num_buckets", type=int, default=64)
     a("--chunk_bytes", type=int, default=8 << 20)
     a("--num_shards", type=int, default=4)
     return p
@@ -269,7 +265,6 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
         truth=args.truth,
         test_queries=args.test_queries,
         test_truth=args.test_truth,
-        num_buckets=args.num_buckets,
         chunk_bytes=args.chunk_bytes,
         num_shards=args.num_shards,
     )

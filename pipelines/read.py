@@ -1,8 +1,10 @@
 """Reading: raw files -> per-user event lists (+ dead letters), and the side tables.
 
 Throughput: DirectRunner pays tens of microseconds per element per step, so events never travel
-one per element. A reader turns a byte range of a file into per-bucket batches (bucket = crc32 of
-the user id), a GroupByKey gathers each bucket, and from there on an element is one user.
+one per element. A reader turns a byte range of a file into one batch per user it saw there, a
+GroupByKey on the user gathers a user's batches, and from there on an element is one user. No
+element ever holds more than one user's events (an earlier design keyed 64 crc32 buckets, so
+each grouped element held 1/64 of the whole log: a hot spot on a distributed runner).
 
 Stats: every transform that counts something also emits plain dicts on a `stats` output; they
 are summed into stats.json, which does not depend on a runner's metrics support. The same counts go
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import json
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,11 +30,6 @@ from sdm_tf.core.events import Event, InputFormat, RowParser, split_header
 NAMESPACE = "sdm"
 DEAD = "dead_letter"
 STATS = "stats"
-
-
-def user_bucket(user: str, num_buckets: int) -> int:
-    # crc32, not hash(): Python's str hash is salted per process.
-    return zlib.crc32(user.encode("utf-8")) % num_buckets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,14 +88,14 @@ class _Counts:
 
 
 class ReadRangeFn(beam.DoFn):
-    """Reads one byte range of a log, validates each row, emits (bucket, [Event]) batches.
+    """Reads one byte range of a log, validates each row, emits one (user, [Event]) batch per
+    user of the range.
 
-    Outputs: main = (bucket, list of Events); `dead_letter` = JSON lines; `stats` = dicts.
+    Outputs: main = (user, list of Events); `dead_letter` = JSON lines; `stats` = dicts.
     """
 
-    def __init__(self, fmt: InputFormat, num_buckets: int, rows_prefix: str = ""):
+    def __init__(self, fmt: InputFormat, rows_prefix: str = ""):
         self.fmt = fmt
-        self.num_buckets = num_buckets
         self.prefix = rows_prefix
 
     def _parser(self, path: str) -> RowParser:
@@ -130,7 +126,7 @@ class ReadRangeFn(beam.DoFn):
         path, start, end = rng
         parser = self._parser(path)
         counts = _Counts()
-        buckets: dict[int, list[Event]] = collections.defaultdict(list)
+        users: dict[str, list[Event]] = collections.defaultdict(list)
         for offset, raw in self._rows(path, start, end):
             counts.inc(self.prefix + "input_rows")
             order = (path, offset)
@@ -144,15 +140,15 @@ class ReadRangeFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DEAD, _dead_letter(ev, path, offset, raw))
                 continue
             counts.inc(self.prefix + "accepted_rows")
-            buckets[user_bucket(ev.user, self.num_buckets)].append(ev)
-        yield from buckets.items()
+            users[ev.user].append(ev)
+        yield from users.items()
         yield beam.pvalue.TaggedOutput(STATS, counts.flush())
 
 
 class ReadEvents(beam.PTransform):
-    """File pattern -> validated event batches keyed by user bucket.
+    """File pattern -> validated event batches keyed by user.
 
-    Returns a dict with `events` ((bucket, [Event]) elements), `dead_letter` (JSON lines) and
+    Returns a dict with `events` ((user, [Event]) elements), `dead_letter` (JSON lines) and
     `stats` (dicts). Accepted + rejected rows always equal the input rows.
     """
 
@@ -160,14 +156,12 @@ class ReadEvents(beam.PTransform):
         self,
         pattern: str,
         fmt: InputFormat,
-        num_buckets: int = 64,
         chunk_bytes: int = 8 << 20,
         rows_prefix: str = "",
     ):
         super().__init__()
         self.pattern = pattern
         self.fmt = fmt
-        self.num_buckets = num_buckets
         self.chunk_bytes = chunk_bytes
         self.rows_prefix = rows_prefix
 
@@ -178,7 +172,7 @@ class ReadEvents(beam.PTransform):
             | "Ranges" >> beam.FlatMap(split_into_ranges, self.chunk_bytes)
             | "Spread" >> beam.Reshuffle()
             | "ReadAndValidate"
-            >> beam.ParDo(ReadRangeFn(self.fmt, self.num_buckets, self.rows_prefix)).with_outputs(
+            >> beam.ParDo(ReadRangeFn(self.fmt, self.rows_prefix)).with_outputs(
                 DEAD, STATS, main="events"
             )
         )
@@ -186,28 +180,23 @@ class ReadEvents(beam.PTransform):
 
 
 class GroupUsersFn(beam.DoFn):
-    """(bucket, [[Event]]) -> (user, time-sorted events without exact duplicates)."""
+    """(user, [[Event]]) -> (user, time-sorted events without exact duplicates)."""
 
     def __init__(self, prefix: str = ""):
         self.prefix = prefix
 
     def process(self, element):
-        _, batches = element
-        per_user: dict[str, list[Event]] = collections.defaultdict(list)
-        for batch in batches:
-            for e in batch:
-                per_user[e.user].append(e)
-        counts = _Counts()
-        for user in sorted(per_user):
-            events, dropped = S.dedupe(S.sort_events(per_user[user]))
-            if dropped:
-                counts.inc(self.prefix + "duplicate_events", dropped)
-            yield user, events
-        yield beam.pvalue.TaggedOutput(STATS, counts.flush())
+        user, batches = element
+        merged = [e for batch in batches for e in batch]
+        events, dropped = S.dedupe(S.sort_events(merged))
+        if dropped:
+            Metrics.counter(NAMESPACE, self.prefix + "duplicate_events").inc(dropped)
+            yield beam.pvalue.TaggedOutput(STATS, {self.prefix + "duplicate_events": dropped})
+        yield user, events
 
 
 class GroupByUser(beam.PTransform):
-    """Bucketed batches -> one element per user: (user, sorted, de-duplicated events)."""
+    """Per-user batches -> one element per user: (user, sorted, de-duplicated events)."""
 
     def __init__(self, prefix: str = ""):
         super().__init__()
@@ -216,7 +205,7 @@ class GroupByUser(beam.PTransform):
     def expand(self, batches):
         results = (
             batches
-            | "GroupBuckets" >> beam.GroupByKey()
+            | "GroupUsers" >> beam.GroupByKey()
             | "SortDedupe"
             >> beam.ParDo(GroupUsersFn(self.prefix)).with_outputs(STATS, main="users")
         )

@@ -35,7 +35,7 @@ def test_read_events_validates_and_buckets(tmp_path):
     path.write_bytes(b"\n".join(rows) + b"\n")
     # Tiny chunks so that ranges split lines: every row must still be read exactly once.
     with TestPipeline() as p:
-        out = p | R.ReadEvents(str(path), InputFormat("taobao"), num_buckets=4, chunk_bytes=7)
+        out = p | R.ReadEvents(str(path), InputFormat("taobao"), chunk_bytes=7)
         users = (
             out["events"]
             | beam.FlatMap(lambda kv: [(e.user, e.item, e.timestamp) for e in kv[1]])
@@ -47,6 +47,10 @@ def test_read_events_validates_and_buckets(tmp_path):
             equal_to([[("1", "10", 1511539200), ("1", "11", 1511539300), ("2", "10", 1511539400)]]),
             label="events",
         )
+        # Every batch holds one user's events, keyed by that user (no multi-user buckets).
+        keyed = out["events"] | beam.Map(lambda kv: all(e.user == kv[0] for e in kv[1]))
+        all_keyed = keyed | "AllKeyed" >> beam.combiners.ToList() | beam.Map(all)
+        assert_that(all_keyed, equal_to([True]), label="keyed")
         reasons = out[R.DEAD] | beam.Map(lambda s: json.loads(s)["reason"])
         assert_that(
             reasons,
@@ -84,9 +88,10 @@ def test_read_events_csv_with_header_and_jsonl(tmp_path):
 
 
 def test_group_by_user_sorts_and_dedupes():
-    batches = [
-        (0, [ev("u", "b", 20, offset=2), ev("v", "x", 5)]),
-        (0, [ev("u", "a", 10, offset=1), ev("u", "b", 20, offset=3)]),
+    batches = [  # a user's batches from two byte ranges
+        ("u", [ev("u", "b", 20, offset=2)]),
+        ("v", [ev("v", "x", 5)]),
+        ("u", [ev("u", "a", 10, offset=1), ev("u", "b", 20, offset=3)]),
     ]
     with TestPipeline() as p:
         out = p | beam.Create(batches) | R.GroupByUser()
