@@ -189,9 +189,10 @@ class GroupUsersFn(beam.DoFn):
         user, batches = element
         merged = [e for batch in batches for e in batch]
         events, dropped = S.dedupe(S.sort_events(merged))
-        if dropped:
-            Metrics.counter(NAMESPACE, self.prefix + "duplicate_events").inc(dropped)
-            yield beam.pvalue.TaggedOutput(STATS, {self.prefix + "duplicate_events": dropped})
+        if dropped:  # a stats element only when there is something to count (one per user)
+            counts = _Counts()
+            counts.inc(self.prefix + "duplicate_events", dropped)
+            yield beam.pvalue.TaggedOutput(STATS, counts.flush())
         yield user, events
 
 

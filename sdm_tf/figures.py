@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from sdm_tf.core import features as F
 from sdm_tf.train.explain import UserExplanation
 
 MAX_POSITIONS = 20  # the last positions of a session a heat map shows
@@ -40,7 +41,7 @@ def _save(fig, path: str) -> str:
 
 def item_labels(ex: UserExplanation, side: str | None) -> list[str]:
     """'item' or 'item\\nside value' per session position."""
-    items = ex.session["item"]
+    items = ex.session[F.ITEM]
     if side is None or side not in ex.session:
         return list(items)
     return [f"{i}\n{c}" for i, c in zip(items, ex.session[side])]
@@ -73,7 +74,7 @@ def self_attention(ex: UserExplanation, path: str, side: str | None = None) -> s
     return _save(fig, path)
 
 
-def gates(examples: Sequence[UserExplanation], path: str, feature: str = "item") -> str:
+def gates(examples: Sequence[UserExplanation], path: str, feature: str = F.ITEM) -> str:
     """Fig. 5: per user (columns), the gate at the last position per dimension (top; its mean in
     the title: 1 = short-term, 0 = long-term) and the long-term attention over `feature`'s bag
     (bottom, the MAX_BAG heaviest entries)."""
@@ -143,7 +144,7 @@ def write_figures(
 
     model = training.restore(model_dir)
     examples = explain.explain_users(model, data_dir, users, num_users, split)
-    side = next((f for f in model.tower.item_features if f != "item"), None)
+    side = next((f for f in model.tower.item_features if f != F.ITEM), None)
     tf.io.gfile.makedirs(output_dir)
     paths = []
     if model.cfg.use_self_attention:

@@ -101,6 +101,17 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
     return float(np.mean(hits) / k)
 
 
+def _hash_copy(src, out=None) -> tuple[int, str]:
+    """Streams `src` in chunks through sha256 (and into `out`, if given): (bytes, hex digest)."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := src.read(_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+        if out is not None:
+            out.write(chunk)
+    return size, digest.hexdigest()
+
+
 def save(index: faiss.Index, cfg: IndexConfig, path: str, report: dict) -> None:
     """Writes the index to `path` and then `path`.json (its config, report, size and sha256), on
     any tf.io.gfile filesystem. The metadata goes last and `load` checks the index against it,
@@ -119,21 +130,16 @@ def save(index: faiss.Index, cfg: IndexConfig, path: str, report: dict) -> None:
         if tmp is not None:
             tmp.close()
         faiss.write_index(cpu, path if local else tmp.name)
-        digest, size = hashlib.sha256(), 0
         copy = contextlib.nullcontext() if local else tf.io.gfile.GFile(path, "wb")
         with open(path if local else tmp.name, "rb") as src, copy as out:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                if out is not None:
-                    out.write(chunk)
+            size, sha256 = _hash_copy(src, out)
     finally:
         if tmp is not None:
             os.unlink(tmp.name)
     meta = {
         "config": dataclasses.asdict(cfg),
         "bytes": size,
-        "sha256": digest.hexdigest(),
+        "sha256": sha256,
         **report,
     }
     with tf.io.gfile.GFile(meta_path, "w") as f:
@@ -154,16 +160,11 @@ def load(path: str) -> tuple[faiss.Index, IndexConfig]:
     local = "://" not in path
     tmp = None if local else tempfile.NamedTemporaryFile(suffix=".faiss", delete=False)
     try:
-        digest, size = hashlib.sha256(), 0
         with tf.io.gfile.GFile(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                if tmp is not None:
-                    tmp.write(chunk)
+            size, sha256 = _hash_copy(f, tmp)
         if tmp is not None:
             tmp.close()
-        if size != meta["bytes"] or digest.hexdigest() != meta["sha256"]:
+        if size != meta["bytes"] or sha256 != meta["sha256"]:
             raise ValueError(f"index {path} does not match its metadata (partly written?)")
         index = faiss.read_index(path if local else tmp.name)
     finally:

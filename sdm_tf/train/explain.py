@@ -8,7 +8,6 @@ ready for `sdm_tf.figures`.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,12 +44,7 @@ class UserExplanation:
 
 def read_vocabs(data_dir: str, features: Sequence[str]) -> dict[str, list[str]]:
     """{feature: raw values by id}: id i is vocabulary line i - NUM_RESERVED."""
-    out = {}
-    for f in features:
-        with tf.io.gfile.GFile(os.path.join(data_dir, "vocab", f"{f}.tsv")) as fh:
-            lines = [line.split("\t", 1)[0] for line in fh.read().splitlines()]
-        out[f] = [F.PAD_TOKEN, F.OOV_TOKEN, *lines]
-    return out
+    return {f: [F.PAD_TOKEN, F.OOV_TOKEN, *training.load_vocab(data_dir, f)] for f in features}
 
 
 def query_examples(
@@ -87,9 +81,9 @@ def explain_users(
     split: str = F.EVAL,
 ) -> list[UserExplanation]:
     """The weights of the tower for each user's query example in `split` (see `UserTower.explain`)."""
-    features = list(model.tower.item_features) if model.cfg.kind == "sdm" else []
-    if not features:
+    if model.cfg.kind != "sdm":
         raise InputError(f"only SDM towers can be explained (model kind {model.cfg.kind!r})")
+    features = list(model.tower.item_features)
     vocabs = read_vocabs(data_dir, features)
     out = []
     for row in query_examples(model, data_dir, users, num_users, split):

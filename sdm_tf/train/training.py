@@ -46,10 +46,15 @@ def load_stats(data_dir: str) -> dict:
         return json.load(f)
 
 
+def load_vocab(data_dir: str, feature: str) -> list[str]:
+    """Raw values of `feature` by vocabulary line (line i is id i + NUM_RESERVED)."""
+    with tf.io.gfile.GFile(os.path.join(data_dir, "vocab", f"{feature}.tsv")) as f:
+        return [line.split("\t", 1)[0] for line in f.read().splitlines()]
+
+
 def load_item_vocab(data_dir: str) -> list[str]:
     """Raw item ids by class (class c is vocabulary line c, id c + NUM_RESERVED)."""
-    with tf.io.gfile.GFile(os.path.join(data_dir, "vocab", "item.tsv")) as f:
-        return [line.split("\t", 1)[0] for line in f.read().splitlines()]
+    return load_vocab(data_dir, F.ITEM)
 
 
 def dummy_inputs(spec: F.DatasetSpec) -> dict[str, tf.Tensor]:
