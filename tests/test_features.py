@@ -63,6 +63,29 @@ def test_encode_then_parse_is_identity():
     assert int(parsed["profile_age"]) == rec["profile_age"]
 
 
+def test_encode_gives_the_same_bytes_in_every_process():
+    """Beam workers are separate processes: a record's bytes must not follow the hash seed."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from tests.test_features import SPEC, _record; from sdm_tf.core import features as F; "
+        "print(F.FeatureSpec(SPEC).encode(_record()).hex())"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in (1, 2)
+    }
+    assert outs == {F.FeatureSpec(SPEC).encode(_record()).hex()}
+
+
 def test_encode_rejects_records_that_do_not_match():
     fs = F.FeatureSpec(SPEC)
     bad = _record()

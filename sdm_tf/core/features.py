@@ -283,4 +283,6 @@ class FeatureSpec:
                     )
                 )
         example = example_pb2.Example(features=feature_pb2.Features(feature=feature))
-        return example.SerializeToString()
+        # Sorted map keys: the same record gives the same bytes in every process (the map order
+        # otherwise follows the process's hash seed), so outputs are reproducible byte for byte.
+        return example.SerializeToString(deterministic=True)
