@@ -78,8 +78,17 @@ def report_input_errors(main: Callable) -> Callable:
 
 
 def run(main: Callable) -> None:
-    """`app.run` with input errors reported as one line."""
-    app.run(report_input_errors(main))
+    """`app.run` with input errors reported as one line, and warnings and errors only on the
+    console: absl prints INFO by default, and TensorFlow's checkpoint saver alone logs a line per
+    save (`--verbosity=0` shows INFO again)."""
+    checked = report_input_errors(main)
+
+    def quiet(argv):
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
+        return checked(argv)
+
+    app.run(quiet)
 
 
 def check_data_dir(path: str, split: str = "train") -> None:

@@ -110,3 +110,14 @@ def test_preprocess_console_is_quiet_by_default(tmp_path):
     console = out.stdout + out.stderr
     assert "severity" not in console and "local_job_service" not in console
     assert len(console.splitlines()) < 40, console[-3000:]
+
+
+def test_train_console_has_no_info_chatter(preprocessed_dir, tmp_path):
+    # absl prints INFO by default; TensorFlow's checkpoint saver alone logs a line per save
+    # ("Sharding callback duration: ..."). --verbosity=0 brings such lines back.
+    out = _launch(
+        "launch.train", f"--data_dir={preprocessed_dir}", f"--model_dir={tmp_path / 'm'}",
+        "--preset=smoke", "--steps_per_epoch=2", "--epochs=2",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Sharding callback" not in out.stderr, out.stderr[-2000:]
