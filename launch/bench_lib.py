@@ -26,6 +26,7 @@ from sdm_tf import config as C
 from sdm_tf.core import features as F
 from sdm_tf.train import evaluation as E
 from sdm_tf.train import training
+from sdm_tf.train import validation as V
 
 
 def read_truth(path: str) -> dict[str, list[str]]:
@@ -138,7 +139,10 @@ def run(
         # number of epochs. A test query ends with the user's latest training event, which this
         # fit has seen as a label, as validation queries end with one the first fit had seen.
         final = copy.deepcopy(cfg)
-        final.train.epochs = validation["best_epoch"] if final_fit == "refit" else continue_epochs
+        if final_fit == "refit":  # the same epochs, the rate decayed where validation's was
+            final.train.epochs, final.train.decay_epoch = V.fit_schedule(validation)
+        else:
+            final.train.epochs = continue_epochs
         refit = training.train(
             final,
             data_dir,
@@ -194,6 +198,8 @@ def run(
         "exclude_seen": exclude_seen,
         "validation": validation,
         "chosen_epoch": validation.get("best_epoch"),
+        # (epochs, decay_epoch) of the final fit: see `validation.fit_schedule`.
+        "fit_schedule": V.fit_schedule(validation) if validation.get("best_epoch") else None,
         "metrics": table["SDM"]["metrics"],
         "systems": table,
         "train": {k_: v for k_, v in result.items() if k_ != "history"},

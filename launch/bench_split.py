@@ -67,6 +67,13 @@ def main(argv):
         f"chosen epoch {val.get('best_epoch')} (validation {val.get('metric')} "
         f"{val.get('best', float('nan')):.4f}), history {summary['exclude_seen']} excluded"
     )
+    if summary.get("fit_schedule") and summary["fit_schedule"][1]:
+        epochs, decay = summary["fit_schedule"]
+        rate = cfg["train"]["learning_rate"]
+        print(
+            f"the rate decayed after epoch {decay}: the final fit ran {decay} epochs at {rate:g}, "
+            f"then {epochs - decay} at {rate * cfg['train']['decay_factor']:g}"
+        )
     print(json.dumps({"seconds": {k: round(v, 1) for k, v in summary["seconds"].items()}}))
 
 

@@ -57,7 +57,7 @@ def test_the_data_has_a_validation_split(split_dir, preprocessed_dir):
 
 
 def test_validation_keeps_the_best_epoch_and_stops_early(split_dir, tmp_path):
-    cfg = smoke("train.epochs=6", "train.patience=2")
+    cfg = smoke("train.epochs=6", "train.patience=2", "train.decay_factor=0")
     result = training.train(cfg, str(split_dir), str(tmp_path), verbose=0)
     state = result["validation"]
     curve = state["curve"]
@@ -73,6 +73,57 @@ def test_validation_keeps_the_best_epoch_and_stops_early(split_dir, tmp_path):
     assert again[state["rule"]]["NDCG@50"] == pytest.approx(state["best"], abs=1e-9)
     restored = V.validate(training.restore(str(tmp_path)), str(split_dir), (50,))
     assert restored[state["rule"]]["NDCG@50"] == pytest.approx(state["best"], abs=1e-9)
+
+
+def test_fit_schedule_replays_the_epochs_to_the_best_weights():
+    assert V.fit_schedule({"best_epoch": 7}) == (7, 0)  # no decay
+    # Decay started after epoch 6 from epoch 3's weights, best epoch before it: 3 epochs.
+    assert V.fit_schedule({"best_epoch": 3, "decay_epoch": 3, "decay_started": 6}) == (3, 0)
+    # Best 2 epochs into the decayed phase: 3 epochs at the rate, then 2 decayed.
+    assert V.fit_schedule({"best_epoch": 8, "decay_epoch": 3, "decay_started": 6}) == (5, 3)
+
+
+def test_the_rate_decays_from_the_best_weights_then_stops(split_dir, tmp_path, monkeypatch):
+    """Scripted validation scores: best at epoch 2, two epochs without improvement (patience 2)
+    send the model back to epoch 2's weights at a tenth of the rate; epoch 5 improves; two more
+    without improvement (decay_patience 2) stop it after epoch 7."""
+    scores = iter([0.10, 0.30, 0.20, 0.20, 0.35, 0.30, 0.30, 0.99, 0.99])
+    seen = []  # (learning rate, weights) at each validation
+
+    def scripted(model, data_dir, ks, batches=None):
+        weights = [v.numpy().copy() for v in model.trainable_variables]
+        seen.append((float(model.optimizer.learning_rate.numpy()), weights))
+        value = next(scores)
+        return {r: {"NDCG@50": value - 0.01 * (r == "kept"), "users": 1} for r in V.RULES}
+
+    restored = []
+    decay = V.RetrievalValidation._decay
+
+    def spy(self, epoch):
+        decay(self, epoch)
+        restored.append([v.numpy().copy() for v in self.model.trainable_variables])
+
+    monkeypatch.setattr(V, "validate", scripted)
+    monkeypatch.setattr(V.RetrievalValidation, "_decay", spy)
+    cfg = smoke(
+        "train.epochs=20", "train.patience=2", "train.decay_patience=2", "train.decay_factor=0.1"
+    )
+    state = training.train(cfg, str(split_dir), str(tmp_path), verbose=0)["validation"]
+    assert len(state["curve"]) == 7 and state["stopped_early"]
+    assert (state["best_epoch"], state["decay_epoch"], state["decay_started"]) == (5, 2, 4)
+    assert state["rule"] == "excluded" and state["best"] == pytest.approx(0.35)
+    assert [lr for lr, _ in seen] == pytest.approx([1e-3] * 4 + [1e-4] * 3)
+    assert len(restored) == 1  # one decay, back to epoch 2's weights
+    for back, at_two in zip(restored[0], seen[1][1]):
+        np.testing.assert_array_equal(back, at_two)
+    assert any(not np.array_equal(a, b) for a, b in zip(seen[1][1], seen[3][1]))
+    assert V.fit_schedule(state) == (3, 2)
+
+
+def test_the_final_fit_decays_the_rate_at_decay_epoch(split_dir, tmp_path):
+    cfg = smoke("train.epochs=3", "train.decay_epoch=2", "train.decay_factor=0.1")
+    result = training.train(cfg, str(split_dir), str(tmp_path), verbose=0, validate=False)
+    assert result["history"]["learning_rate"] == pytest.approx([1e-3, 1e-3, 1e-4])
 
 
 def test_excluded_rule_never_returns_history(split_dir, tmp_path):

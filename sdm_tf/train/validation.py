@@ -41,9 +41,21 @@ def validate(
     return {rule: E.retrieval_metrics(truth, dict(zip(users, ranked[rule])), ks) for rule in RULES}
 
 
+def fit_schedule(state: dict) -> tuple[int, int]:
+    """(epochs, decay_epoch) that reach validation's best weights again in a run without
+    validation: the phase-1 epochs up to the weights the decay started from, then the decayed
+    epochs up to the best one. decay_epoch 0: the best epoch came before any decay."""
+    best, started = state["best_epoch"], state.get("decay_started")
+    if not started or best <= started:
+        return best, 0
+    return state["decay_epoch"] + best - started, state["decay_epoch"]
+
+
 class RetrievalValidation(tf.keras.callbacks.Callback):
-    """Scores `eval/` after every epoch, keeps the best weights, stops after `patience` epochs
-    without improvement, and restores the best weights when training ends.
+    """Scores `eval/` after every epoch and keeps the best weights. After `patience` epochs
+    without improvement it goes back to the best weights and optimizer state at
+    `learning_rate * decay_factor`, and stops after `decay_patience` more epochs without
+    improvement (at once when there is no decay); the best weights are restored at the end.
 
     The best weights are also written to `model_dir/best/` and the curve to
     `model_dir/validation.json`, so a resumed run continues the same selection.
@@ -56,12 +68,19 @@ class RetrievalValidation(tf.keras.callbacks.Callback):
         metric: str = "NDCG@50",
         patience: int = 5,
         ks: Sequence[int] = (20, 50),
+        learning_rate: float = 1e-3,
+        decay_factor: float = 0.0,
+        decay_patience: int = 3,
     ):
         super().__init__()
         self.data_dir = data_dir
         self.model_dir = model_dir
         self.metric = metric
         self.patience = patience
+        self.learning_rate = learning_rate
+        self.decays = decay_factor not in (0.0, 1.0)
+        self.decay_factor = decay_factor
+        self.decay_patience = decay_patience
         self.ks = tuple(sorted(set(ks) | {int(metric.split("@")[1])}))
         self.state = load_state(model_dir) or {
             "metric": metric,
@@ -77,6 +96,17 @@ class RetrievalValidation(tf.keras.callbacks.Callback):
     def best_prefix(self) -> str:
         return os.path.join(self.model_dir, BEST_DIR, "ckpt")
 
+    def on_train_begin(self, logs=None):
+        if self.state.get("decay_started"):  # resumed after the decay
+            self.model.optimizer.learning_rate = self.learning_rate * self.decay_factor
+
+    def _decay(self, epoch: int) -> None:
+        tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).read(
+            self.best_prefix
+        ).expect_partial()
+        self.model.optimizer.learning_rate = self.learning_rate * self.decay_factor
+        self.state.update(decay_epoch=self.state["best_epoch"], decay_started=epoch)
+
     def on_epoch_end(self, epoch, logs=None):
         if self._batches is None:
             from sdm_tf.train import training
@@ -89,12 +119,23 @@ class RetrievalValidation(tf.keras.callbacks.Callback):
         for r in RULES:
             point.update({f"{r}/{k}": v for k, v in result[r].items() if k != "users"})
         self.state["curve"].append(point)
+        decayed = self.state.get("decay_started", 0)
         if value > self.state["best"]:
             self.state.update(best=value, best_epoch=epoch + 1, rule=rule)
-            tf.train.Checkpoint(model=self.model).write(self.best_prefix)
-        elif epoch + 1 - self.state["best_epoch"] >= self.patience:
+            # The optimizer too: the decayed phase continues from the best epoch's state, as
+            # the final fit (`fit_schedule`) does.
+            tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).write(
+                self.best_prefix
+            )
+        elif decayed and epoch + 1 - max(self.state["best_epoch"], decayed) >= self.decay_patience:
             self.model.stop_training = True
             self.state["stopped_early"] = True
+        elif not decayed and epoch + 1 - self.state["best_epoch"] >= self.patience:
+            if self.decays:
+                self._decay(epoch + 1)
+            else:
+                self.model.stop_training = True
+                self.state["stopped_early"] = True
         save_state(self.model_dir, self.state)
         if logs is not None:
             logs[f"val_{self.metric}"] = value
