@@ -49,6 +49,7 @@ def run(
     session: S.SessionConfig | None = None,
     min_item_count: int = 5,
     max_user_events: int = 1000,
+    max_user_rows: int = 100_000,
     protocol: str = "none",
 ) -> dict:
     """Writes what `pipelines.preprocess` writes for the same arguments; returns stats.json."""
@@ -68,7 +69,7 @@ def run(
     del batches
 
     users: list = []
-    group = R.GroupUsersFn()
+    group = R.GroupUsersFn(max_rows=max_user_rows)
     for element in per_user.items():
         _split(group.process(element), users, tagged)
     del per_user

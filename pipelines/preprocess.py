@@ -53,6 +53,7 @@ class PreprocessConfig:
     session: S.SessionConfig = dataclasses.field(default_factory=S.SessionConfig)
     min_item_count: int = 5
     max_user_events: int = 1000
+    max_user_rows: int = 100_000
     eval_protocol: str = "time"
     queries: str = ""
     truth: str = ""
@@ -74,7 +75,7 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
     read = p | "ReadEvents" >> R.ReadEvents(cfg.input, cfg.fmt, cfg.chunk_bytes)
     dead.append(read[R.DEAD])
     stats.append(read[R.STATS])
-    grouped = read["events"] | "GroupByUser" >> R.GroupByUser()
+    grouped = read["events"] | "GroupByUser" >> R.GroupByUser(max_rows=cfg.max_user_rows)
     stats.append(grouped[R.STATS])
     users = grouped["users"]
 
@@ -217,6 +218,13 @@ def make_parser() -> argparse.ArgumentParser:
     a("--next_n", type=int, default=5)
     a("--min_item_count", type=int, default=5)
     a("--max_user_events", type=int, default=1000)
+    a(
+        "--max_user_rows",
+        type=int,
+        default=100_000,
+        help="users with more input rows are dropped while grouping, before their events are "
+        "held in memory (a bound on memory; --max_user_events is the paper's rule; 0: off)",
+    )
     a("--eval_protocol", choices=X.PROTOCOLS, default="time")
     a("--queries", default="", help="(queries protocol) events to feed per test user")
     a("--truth", default="", help="(queries protocol) JSONL of {user_id, items}")
@@ -260,6 +268,7 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
         ),
         min_item_count=args.min_item_count,
         max_user_events=args.max_user_events,
+        max_user_rows=args.max_user_rows,
         eval_protocol=args.eval_protocol,
         queries=args.queries,
         truth=args.truth,

@@ -180,14 +180,33 @@ class ReadEvents(beam.PTransform):
 
 
 class GroupUsersFn(beam.DoFn):
-    """(user, [[Event]]) -> (user, time-sorted events without exact duplicates)."""
+    """(user, [[Event]]) -> (user, time-sorted events without exact duplicates).
 
-    def __init__(self, prefix: str = ""):
+    max_rows: a user with more rows than this is dropped here, before their events are held in
+    one list (0: no bound). Distributed runners hand a large group over as a lazy iterable, so
+    a crawler's 10^8 rows never sit in one worker's memory; counted as `dropped_raw_heavy_users`
+    and `dropped_raw_heavy_user_rows`."""
+
+    def __init__(self, prefix: str = "", max_rows: int = 0):
         self.prefix = prefix
+        self.max_rows = max_rows
 
     def process(self, element):
         user, batches = element
-        merged = [e for batch in batches for e in batch]
+        merged: list[Event] = []
+        rows = 0
+        for batch in batches:
+            rows += len(batch)
+            if self.max_rows and rows > self.max_rows:
+                merged = []  # counting on, holding nothing
+                continue
+            merged += batch
+        if self.max_rows and rows > self.max_rows:
+            counts = _Counts()
+            counts.inc(self.prefix + "dropped_raw_heavy_users")
+            counts.inc(self.prefix + "dropped_raw_heavy_user_rows", rows)
+            yield beam.pvalue.TaggedOutput(STATS, counts.flush())
+            return
         events, dropped = S.dedupe(S.sort_events(merged))
         if dropped:  # a stats element only when there is something to count (one per user)
             counts = _Counts()
@@ -197,18 +216,22 @@ class GroupUsersFn(beam.DoFn):
 
 
 class GroupByUser(beam.PTransform):
-    """Per-user batches -> one element per user: (user, sorted, de-duplicated events)."""
+    """Per-user batches -> one element per user: (user, sorted, de-duplicated events); users
+    with more than `max_rows` rows are dropped while grouping (`GroupUsersFn`)."""
 
-    def __init__(self, prefix: str = ""):
+    def __init__(self, prefix: str = "", max_rows: int = 0):
         super().__init__()
         self.prefix = prefix
+        self.max_rows = max_rows
 
     def expand(self, batches):
         results = (
             batches
             | "GroupUsers" >> beam.GroupByKey()
             | "SortDedupe"
-            >> beam.ParDo(GroupUsersFn(self.prefix)).with_outputs(STATS, main="users")
+            >> beam.ParDo(GroupUsersFn(self.prefix, self.max_rows)).with_outputs(
+                STATS, main="users"
+            )
         )
         return {"users": results.users, STATS: results[STATS]}
 

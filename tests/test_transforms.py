@@ -101,6 +101,21 @@ def test_group_by_user_sorts_and_dedupes():
         assert_that(dups, equal_to([{"duplicate_events": 1}]), label="dups")
 
 
+def test_group_by_user_drops_users_over_the_row_bound_while_grouping():
+    batches = [  # u: 2 + 2 rows from two ranges (over the bound 3); v: 3 rows (at it)
+        ("u", [ev("u", "a", 1, offset=1), ev("u", "b", 2, offset=2)]),
+        ("v", [ev("v", "x", i, offset=i) for i in range(3)]),
+        ("u", [ev("u", "c", 3, offset=3), ev("u", "d", 4, offset=4)]),
+    ]
+    with TestPipeline() as p:
+        out = p | beam.Create(batches) | R.GroupByUser(max_rows=3)
+        got = out["users"] | beam.Map(lambda kv: (kv[0], [e.item for e in kv[1]]))
+        assert_that(got, equal_to([("v", ["x", "x", "x"])]), label="users")
+        stats = out[R.STATS] | beam.CombineGlobally(V.CounterCombineFn())
+        expected = {"dropped_raw_heavy_users": 1, "dropped_raw_heavy_user_rows": 4}
+        assert_that(stats, equal_to([expected]), label="stats")
+
+
 def test_filter_events_drops_rare_items_then_heavy_users():
     users = [
         ("u1", [ev("u1", "pop", 1), ev("u1", "rare", 2)]),
