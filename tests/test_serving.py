@@ -174,6 +174,64 @@ def test_cpu_searches_run_concurrently(retriever, monkeypatch, serialize):
     assert peak[0] == (1 if serialize else 4)
 
 
+def _coalesce(retrieve, ks):
+    """One request per k to a Coalescer over `retrieve`: the first, then the others together
+    while it runs; returns the results in order."""
+    import asyncio
+
+    async def go():
+        c = serving.Coalescer(retrieve, max_batch=8)
+        reqs = [serving.RetrieveRequest.model_validate({"events": [], "k": k}) for k in ks]
+        first = asyncio.ensure_future(c.submit(reqs[0]))
+        await asyncio.sleep(0.05)  # the first is in the tower when the others arrive
+        return [await first] + await asyncio.gather(*(c.submit(r) for r in reqs[1:]))
+
+    return asyncio.run(go())
+
+
+def test_concurrent_requests_are_coalesced_into_batches():
+    sizes = []
+
+    def retrieve(requests):
+        sizes.append(len(requests))
+        time.sleep(0.2 if len(sizes) == 1 else 0)  # the others queue meanwhile
+        return [{"k": r.k} for r in requests]
+
+    results = _coalesce(retrieve, [1, 2, 3, 4, 5])
+    assert results == [{"k": k} for k in [1, 2, 3, 4, 5]]  # each its own answer
+    assert sizes == [1, 4]  # the first went alone, the four behind it together
+
+
+def test_a_bad_request_fails_alone_in_its_batch():
+    def retrieve(requests):
+        time.sleep(0.1)
+        if any(r.k == 13 for r in requests):
+            raise ValueError("unlucky")
+        return [{"k": r.k} for r in requests]
+
+    results = _coalesce(retrieve, [1, 2, 13, 4])
+    assert results[:2] == [{"k": 1}, {"k": 2}] and results[3] == {"k": 4}
+    assert isinstance(results[2], ValueError) and "unlucky" in str(results[2])
+
+
+def test_sixteen_concurrent_clients_get_their_own_answers(base_url, retriever):
+    """Coalesced requests of different lengths and k come back to the right client, equal to
+    what each gets alone."""
+    bodies = [{"events": events(retriever, 1 + i % 7, gap=30 + i), "k": 5 + i} for i in range(16)]
+    alone = [
+        retriever.retrieve([serving.RetrieveRequest.model_validate(b)])[0]["items"] for b in bodies
+    ]
+
+    def one(i):
+        with httpx.Client(timeout=30) as client:
+            return [client.post(f"{base_url}/v1/retrieve", json=bodies[i]).json() for _ in range(3)]
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(16)))
+    for i, got in enumerate(answers):
+        assert [a["items"] for a in got] == [alone[i]] * 3
+
+
 def test_batch_endpoint(base_url, retriever):
     reqs = [{"events": events(retriever, 3), "k": 7}, {"events": [], "k": 3}]
     r = httpx.post(f"{base_url}/v1/retrieve/batch", json={"requests": reqs})

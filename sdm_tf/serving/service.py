@@ -21,6 +21,7 @@ with no known item gets the most popular items (`fallback: true`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Sequence
@@ -224,9 +225,64 @@ class Retriever:
         return results
 
 
-def create_app(retriever: Retriever, max_body_bytes: int = MAX_BODY_BYTES):
-    """A FastAPI app around `retriever`. Every bad request gets a 4xx with a message."""
+class Coalescer:
+    """Single requests that arrive while the tower and the index are busy wait, then go
+    through them together: one tower call and one search for up to `max_batch` requests
+    (a TensorFlow call and a FAISS search cost much the same for one query as for dozens).
+    A lone request goes at once; batches form only under load. A request that fails as a
+    caller's mistake (ValueError) fails alone: its batch is then run one request at a time."""
+
+    def __init__(self, retrieve, max_batch: int = 64):
+        self.retrieve = retrieve
+        self.max_batch = max_batch
+        self.queue: asyncio.Queue | None = None
+        self.worker: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def submit(self, request: RetrieveRequest):
+        """The request's result dict, or the ValueError it raised."""
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop or self.worker is None or self.worker.done():
+            self.loop, self.queue = loop, asyncio.Queue()
+            self.worker = loop.create_task(self._serve())
+        done = loop.create_future()
+        self.queue.put_nowait((request, done))
+        return await done
+
+    async def _serve(self):
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            requests = [r for r, _ in batch]
+            try:
+                results = await run_in_threadpool(self.retrieve, requests)
+            except ValueError:
+                results = [await self._alone(r) for r in requests]
+            except Exception as e:  # noqa: BLE001 - every waiter gets it, the worker goes on
+                results = [e] * len(batch)
+            for (_, done), result in zip(batch, results):
+                if done.done():  # the client went away
+                    continue
+                if isinstance(result, BaseException) and not isinstance(result, ValueError):
+                    done.set_exception(result)
+                else:
+                    done.set_result(result)
+
+    async def _alone(self, request):
+        try:
+            return (await run_in_threadpool(self.retrieve, [request]))[0]
+        except ValueError as e:
+            return e
+
+
+def create_app(retriever: Retriever, max_body_bytes: int = MAX_BODY_BYTES, max_coalesce: int = 64):
+    """A FastAPI app around `retriever`. Every bad request gets a 4xx with a message.
+
+    max_coalesce: concurrent single requests go through the tower and the index together, up
+      to this many (`Coalescer`); 1: each alone."""
     app = FastAPI(title="sdm retrieval", version="1")
+    coalescer = Coalescer(retriever.retrieve, max_coalesce)
 
     async def parse(request: Request, model):
         declared = request.headers.get("content-length")
@@ -265,8 +321,10 @@ def create_app(retriever: Retriever, max_body_bytes: int = MAX_BODY_BYTES):
         req, err = await parse(request, RetrieveRequest)
         if err:
             return err
-        out, err = await run([req])
-        return err or out[0]
+        out = await coalescer.submit(req)
+        if isinstance(out, ValueError):  # unknown feature names and the like
+            return JSONResponse({"error": str(out)}, 422)
+        return out
 
     @app.post("/v1/retrieve/batch")
     async def retrieve_batch(request: Request):
