@@ -12,7 +12,8 @@ thousand), searched for the top 300. Reported, all in one run:
 * recall@K of HNSW (and IVF-PQ if asked) against exact search, on the benchmark's user vectors;
 * with --clients: HTTP throughput and p99 under 1, 4, 16 concurrent clients (loopback; a client
   process apart from the server, `benchmarks/http_load.py`) against the service on the HNSW
-  index, with searches serialised by a lock (before) and concurrent (the service's default).
+  index, each request through the tower and the index alone (before) and coalesced with the
+  requests that arrive meanwhile (the service's default, `service.Coalescer`).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--faiss_threads", type=int, default=1, help="OpenMP threads per search")
     ap.add_argument("--clients", type=int, nargs="*", default=[], help="e.g. 1 4 16")
     ap.add_argument("--http_requests", type=int, default=400, help="per concurrency level")
+    ap.add_argument("--coalesce", type=int, default=64, help="the service's max_coalesce")
     a = ap.parse_args(argv)
     import faiss
 
@@ -168,22 +170,25 @@ def main(argv=None) -> dict:
         hnsw_cfg.ef_search = a.ef_search[0]
         I.set_search_params(hnsw, hnsw_cfg)
         result["http"] = {"ef_search": a.ef_search[0]}
-        for name, serialize in (("serialised_search", True), ("concurrent_search", None)):
-            retriever = serving.Retriever(exp, hnsw, hnsw_cfg, serialize_search=serialize)
-            result["http"][name] = http_concurrency(retriever, reqs, a.clients, a.http_requests)
+        retriever = serving.Retriever(exp, hnsw, hnsw_cfg)
+        for name, coalesce in (("one_at_a_time", 1), ("coalesced", a.coalesce)):
+            result["http"][name] = http_concurrency(
+                retriever, reqs, a.clients, a.http_requests, coalesce
+            )
             print(json.dumps({name: result["http"][name]}), flush=True)
     print(json.dumps(result, indent=1))
     return result
 
 
-def http_concurrency(retriever, reqs, clients: list[int], n: int) -> list[dict]:
-    """The service on `retriever` in this process; load from a separate client process."""
+def http_concurrency(retriever, reqs, clients: list[int], n: int, coalesce: int = 64) -> list[dict]:
+    """The service on `retriever` in this process (coalescing up to `coalesce` concurrent
+    requests); load from a separate client process."""
     import uvicorn
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    app = serving.create_app(retriever)
+    app = serving.create_app(retriever, max_coalesce=coalesce)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
