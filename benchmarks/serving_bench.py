@@ -130,7 +130,7 @@ def main(argv=None) -> dict:
     exact = serving.Retriever(exp, flat, flat_cfg)
 
     def tower(r):
-        return exp.user_vectors(exact.inputs([exact.query(r)]))
+        return exact.vectors([exact.query(r)])
 
     for r in reqs[:10]:  # warm-up
         tower(r)
@@ -139,7 +139,7 @@ def main(argv=None) -> dict:
 
     queries = augment_queries(
         np.concatenate(
-            [exp.user_vectors(exact.inputs([exact.query(r) for r in reqs[i : i + 100]]))
+            [exact.vectors([exact.query(r) for r in reqs[i : i + 100]])
              for i in range(0, len(reqs), 100)]
         )
     )  # fmt: skip

@@ -214,6 +214,16 @@ def test_a_bad_request_fails_alone_in_its_batch():
     assert isinstance(results[2], ValueError) and "unlucky" in str(results[2])
 
 
+def test_warm_up_runs_every_batch_size_the_coalescer_can_form(retriever, monkeypatch):
+    sizes = []
+    monkeypatch.setattr(retriever, "vectors", lambda queries: sizes.append(len(queries)))
+    retriever.warm_up(64)
+    assert sizes == [1, 2, 4, 8, 16, 32, 64]
+    sizes.clear()
+    retriever.warm_up(5)  # a batch of 5 runs padded to 8
+    assert sizes == [1, 2, 4, 8]
+
+
 def test_sixteen_concurrent_clients_get_their_own_answers(base_url, retriever):
     """Coalesced requests of different lengths and k come back to the right client, equal to
     what each gets alone."""
