@@ -117,23 +117,6 @@ class _EpochCheckpoint(tf.keras.callbacks.Callback):
         self.manager.save(checkpoint_number=epoch + 1)
 
 
-class _StepDecay(tf.keras.callbacks.Callback):
-    """The learning rate times `factor` from epoch `decay_epoch` on (0-based count of epochs
-    done); logged per epoch as `learning_rate`."""
-
-    def __init__(self, learning_rate: float, factor: float, decay_epoch: int):
-        super().__init__()
-        self.learning_rate, self.factor, self.decay_epoch = learning_rate, factor, decay_epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        decayed = epoch >= self.decay_epoch
-        self.model.optimizer.learning_rate = self.learning_rate * (self.factor if decayed else 1)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
-
-
 def checkpoint_for(model: SDM, epoch: tf.Variable | None = None) -> tf.train.Checkpoint:
     parts = {"model": model}
     if model.optimizer is not None:
@@ -209,7 +192,7 @@ def train(
     elif cfg.train.decay_epoch:
         callbacks.insert(
             0,
-            _StepDecay(cfg.train.learning_rate, cfg.train.decay_factor, cfg.train.decay_epoch),
+            V.StepDecay(cfg.train.learning_rate, cfg.train.decay_factor, cfg.train.decay_epoch),
         )
     done = validating and (V.load_state(model_dir) or {}).get("stopped_early")
     epochs = cfg.train.resolved_epochs(validating)

@@ -51,6 +51,23 @@ def fit_schedule(state: dict) -> tuple[int, int]:
     return state["decay_epoch"] + best - started, state["decay_epoch"]
 
 
+class StepDecay(tf.keras.callbacks.Callback):
+    """The learning rate times `factor` from epoch `decay_epoch` on (0-based count of epochs
+    done); logged per epoch as `learning_rate`. The final fit's replay of `fit_schedule`."""
+
+    def __init__(self, learning_rate: float, factor: float, decay_epoch: int):
+        super().__init__()
+        self.learning_rate, self.factor, self.decay_epoch = learning_rate, factor, decay_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        decayed = epoch >= self.decay_epoch
+        self.model.optimizer.learning_rate = self.learning_rate * (self.factor if decayed else 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
+
+
 class RetrievalValidation(tf.keras.callbacks.Callback):
     """Scores `eval/` after every epoch and keeps the best weights. After `patience` epochs
     without improvement it goes back to the best weights and optimizer state at
