@@ -134,13 +134,15 @@ def run(
     model = result.pop("model")
     validation = result.pop("validation") or {}
     refit = None
-    if validation.get("best_epoch") and refit_all:
+    # (epochs, decay_epoch) that reach validation's best weights again: `validation.fit_schedule`.
+    schedule = V.fit_schedule(validation) if validation.get("best_epoch") else None
+    if schedule and refit_all:
         # The final fit: every training event (validation targets included) for the chosen
         # number of epochs. A test query ends with the user's latest training event, which this
         # fit has seen as a label, as validation queries end with one the first fit had seen.
         final = copy.deepcopy(cfg)
         if final_fit == "refit":  # the same epochs, the rate decayed where validation's was
-            final.train.epochs, final.train.decay_epoch = V.fit_schedule(validation)
+            final.train.epochs, final.train.decay_epoch = schedule
         else:
             final.train.epochs = continue_epochs
         refit = training.train(
@@ -198,8 +200,7 @@ def run(
         "exclude_seen": exclude_seen,
         "validation": validation,
         "chosen_epoch": validation.get("best_epoch"),
-        # (epochs, decay_epoch) of the final fit: see `validation.fit_schedule`.
-        "fit_schedule": V.fit_schedule(validation) if validation.get("best_epoch") else None,
+        "fit_schedule": schedule,
         "metrics": table["SDM"]["metrics"],
         "systems": table,
         "train": {k_: v for k_, v in result.items() if k_ != "history"},
