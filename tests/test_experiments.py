@@ -67,3 +67,18 @@ def test_every_row_is_a_valid_config(table):
 
     for _, overrides, variant in X.TABLES[table]:
         C.get_config("default", variant, overrides)
+
+
+@pytest.mark.parametrize("profile, same", [([], False), (["age"], True)])
+def test_the_query_rule_is_moot_with_a_profile(tmp_path, profile, same):
+    from sdm_tf import config as C
+
+    (tmp_path / "dataset_spec.json").write_text(json.dumps({"profile_features": profile}))
+    paper = C.get_config("default", "PSDMMAL", [X.PAPER_QUERY]).to_dict()
+    default = C.get_config("default", "PSDMMAL").to_dict()
+    saved_before = json.loads(json.dumps(default))
+    del saved_before["model"]["user_attention_without_profile"]  # ran the learned query
+    eff = lambda c: X.effective(c, str(tmp_path))  # noqa: E731
+    assert (eff(paper) == eff(default)) is same
+    assert (eff(saved_before) == eff(default)) is same
+    assert eff(saved_before) == eff(paper)

@@ -67,11 +67,45 @@ def test_tied_output_shares_the_item_embedding():
     assert not hasattr(model, "output_embeddings")
 
 
-def test_no_profile_uses_a_learned_query():
+def test_without_a_profile_the_user_attention_is_left_out():
     spec = F.DatasetSpec(vocab_sizes={"item": 12}, next_n=3)
     x = {k: v for k, v in batch().items() if k.endswith("item") or k in (F.LENGTH, F.LABEL)}
-    tower = UserTower(spec, smoke("PSDMMAL"))
+    tower = UserTower(spec, smoke("PSDMMA"))
+    sdmma = UserTower(spec, smoke("SDMMA"))
+    out = tower(x)
+    sdmma(x)
+    assert tower.user_attention is None and "no user attention" in tower.blocks
+    assert "user_attention" not in tower.explain(x)
+    # The same weights give the same vectors: PSDMMA without a profile is SDMMA.
+    sdmma.set_weights(tower.get_weights())
+    np.testing.assert_allclose(sdmma(x).numpy(), out.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_without_a_profile_a_learned_query_on_request():
+    spec = F.DatasetSpec(vocab_sizes={"item": 12}, next_n=3)
+    x = {k: v for k, v in batch().items() if k.endswith("item") or k in (F.LENGTH, F.LABEL)}
+    tower = UserTower(spec, smoke("PSDMMAL", "model.user_attention_without_profile=true"))
     assert tower(x).shape == (3, 6, 8)
+    assert tower.user_attention is not None and "(learned query)" in tower.blocks
+    # Eq. 10 with one query for everyone: position t's weights over k <= t are one softmax of
+    # the same logits, so the last position of a full row weighs every position.
+    alpha = tower.explain(x)["user_attention"].numpy()
+    np.testing.assert_allclose(alpha.sum(-1)[0], np.ones(6), rtol=1e-5)
+    assert np.all(alpha[0, -1] > 0) and np.all(np.triu(alpha[0], 1) == 0)
+
+
+def test_with_a_profile_the_user_attention_stays():
+    tower = UserTower(SPEC, smoke("PSDMMAL"))
+    tower(batch())
+    assert tower.user_attention is not None and tower.blocks.count("user attention") == 1
+    assert "learned" not in tower.blocks
+
+
+def test_configs_saved_before_the_rule_keep_the_learned_query():
+    old = C.get_config("smoke", "PSDMMAL").to_dict()
+    del old["model"]["user_attention_without_profile"]
+    assert C.ExperimentConfig.from_dict(old).model.user_attention_without_profile
+    assert not C.get_config("smoke", "PSDMMAL").model.user_attention_without_profile
 
 
 @pytest.mark.parametrize("variant", ["SDMMA", "PSDMMAL"])

@@ -70,11 +70,34 @@ class UserTower(tf.keras.Model):
             else None
         )
         self.user_attention = (
-            UserAttention(cfg.dim, name="user_attention") if cfg.use_user_attention else None
+            UserAttention(cfg.dim, name="user_attention") if self.uses_user_attention else None
         )
         if cfg.use_long_term:
             self.long_term = LongTermPooling(self.item_features, dims, cfg.dim, name="long_term")
             self.fusion = Fusion(cfg.dim, cfg.fusion, name="fusion")
+
+    @property
+    def uses_user_attention(self) -> bool:
+        """Eq. 10 needs a user to attend with: a profile, or `user_attention_without_profile`."""
+        return self.cfg.use_user_attention and (
+            bool(self.profile_features) or self.cfg.user_attention_without_profile
+        )
+
+    @property
+    def blocks(self) -> str:
+        """The blocks this tower runs, in words (the launchers print it: one is data-driven)."""
+        names = []
+        if self.lstm is not None:
+            names.append(f"{self.cfg.num_lstm_layers}-layer LSTM")
+        if self.self_attention is not None:
+            names.append(f"{self.cfg.num_heads}-head self-attention")
+        if self.user_attention is not None:
+            names.append("user attention" + ("" if self.profile_features else " (learned query)"))
+        elif self.cfg.use_user_attention:
+            names.append("no user attention (the data has no profile features)")
+        if self.cfg.use_long_term:
+            names.append(f"long-term bags, {self.cfg.fusion} fusion")
+        return ", ".join(names)
 
     def user_embedding(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """e_u (eq. 4): [B, D_u]."""

@@ -235,6 +235,7 @@ def train(
         "train_seconds": time.perf_counter() - start,
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "objective": model.objective,
+        "blocks": getattr(model.tower, "blocks", model.cfg.kind),
         "history": history,
         "validation": V.load_state(model_dir) if validating else None,
         "model": model,
