@@ -108,9 +108,14 @@ def gates(examples: Sequence[UserExplanation], path: str, feature: str = F.ITEM)
 
 
 def training_curves(
-    curve: Sequence[Mapping[str, float]], path: str, metric: str = "HitRate@50"
+    curve: Sequence[Mapping[str, float]],
+    path: str,
+    metric: str = "HitRate@50",
+    decay: tuple[int, int] | None = None,
 ) -> str:
-    """Loss and validation `metric` (both history rules) per epoch, from validation.json's curve."""
+    """Loss and validation `metric` (both history rules) per epoch, from validation.json's curve;
+    with `decay` = (e, after), a line after epoch `after`, where training went back to epoch e's
+    weights at a lower rate (the epochs after the line continue from e: a step in the loss)."""
     if not curve:
         raise ValueError("an empty curve (was the model trained with a validation split?)")
     plt = _pyplot()
@@ -123,6 +128,12 @@ def training_curves(
         key = f"{rule}/{metric}"
         if key in curve[0]:
             right.plot(epochs, [p[key] for p in curve], marker=".", label=f"history {rule}")
+    if decay:
+        for ax in (left, right):
+            ax.axvline(decay[1] + 0.5, color="gray", ls=":")
+        right.plot(
+            [], [], color="gray", ls=":", label=f"lower rate from epoch {decay[0]}'s weights"
+        )
     right.set_xlabel("epoch")
     right.set_ylabel(f"validation {metric}")
     right.legend()
@@ -155,5 +166,15 @@ def write_figures(
         paths.append(gates(examples, f"{output_dir}/gates.png"))
     state = V.load_state(model_dir)
     if state and state.get("curve"):
-        paths.append(training_curves(state["curve"], f"{output_dir}/training_curves.png"))
+        paths.append(
+            training_curves(
+                state["curve"],
+                f"{output_dir}/training_curves.png",
+                decay=(
+                    (state["decay_epoch"], state["decay_started"])
+                    if state.get("decay_started")
+                    else None
+                ),
+            )
+        )
     return paths

@@ -87,7 +87,11 @@ def test_figures_are_written(model, trained_model_dir, preprocessed_dir, tmp_pat
         {"epoch": e, "loss": 5.0 / e, "excluded/HitRate@50": 0.1 * e, "kept/HitRate@50": 0.05 * e}
         for e in (1, 2, 3)
     ]
-    assert read_png(figures.training_curves(curve, str(tmp_path / "c.png"))).shape[0] > 100
+    plain = read_png(figures.training_curves(curve, str(tmp_path / "c.png")))
+    assert plain.shape[0] > 100
+    # The drop of the rate (back to epoch 1's weights after epoch 2) is drawn: not the same image.
+    marked = read_png(figures.training_curves(curve, str(tmp_path / "m.png"), decay=(1, 2)))
+    assert marked.shape == plain.shape and not np.array_equal(marked, plain)
     with pytest.raises(ValueError, match="empty curve"):
         figures.training_curves([], str(tmp_path / "d.png"))
 
