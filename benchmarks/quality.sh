@@ -14,8 +14,9 @@ python3 "$SHARED/bench/prepare.py" --format movielens --input "$D/movielens_smal
   --items "$D/movielens_small/movies.csv" --out "$OUT/ml_loo"
 python3 "$SHARED/bench/prepare.py" --format taobao --input "$D/taobao_sample/UserBehavior.csv" \
   --protocol time --min-item-count 1 --out "$OUT/taobao_time"
-"$PY" -m launch.bench_split --split "$OUT/beauty_loo" --output_dir "$OUT/run_beauty"
 for seed in 0 1 2; do
+  "$PY" -m launch.bench_split --split "$OUT/beauty_loo" --output_dir "$OUT/run_beauty_seed$seed" \
+    --override "train.seed=$seed"
   "$PY" -m launch.bench_split --split "$OUT/ml_loo" --output_dir "$OUT/run_ml_seed$seed" \
     --override "train.seed=$seed"
 done
