@@ -30,6 +30,7 @@ FUSIONS = ("gate", "add", "concat", "multiply")
 # loss (`sdm_tf.model.baselines`).
 MODEL_KINDS = ("sdm", "youtube_dnn", "gru4rec")
 LOSS_POSITIONS = ("all", "last")
+EMPTY_LONG_TERM = ("fuse", "short_term")
 
 
 @dataclasses.dataclass
@@ -58,6 +59,9 @@ class ModelConfig:
         every user and cost validation NDCG@50 on both leave-one-out splits (Beauty .0746 ->
         SDMMA .0801; MovieLens PSDMMA .0977 / .0899 vs SDMMA .1082 / .0992; docs/results.md).
       fusion: how short- and long-term combine: "gate" (eq. 13-14), "add", "concat", "multiply".
+      empty_long_term: a user whose long-term bags are all empty: "fuse" (the paper's: the
+        pooled vector of nothing, p = tanh(b), is fused like any other) or "short_term" (o_t =
+        s_t). Not the default yet: a lead measured on validation only (docs/results.md).
       tied_output: share the item input embedding as the softmax table (needs item_dim == dim).
       temperature: 0: scores are inner products (the paper's); > 0: user vectors and item rows
         are L2-normalised and scores are cosines divided by the temperature.
@@ -91,6 +95,7 @@ class ModelConfig:
     use_long_term: bool = True
     use_side_info: bool = True
     fusion: str = "gate"
+    empty_long_term: str = "fuse"
     tied_output: bool = False
     temperature: float = 0.0
     num_sampled: int = 1000
@@ -103,6 +108,8 @@ class ModelConfig:
             raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.empty_long_term not in EMPTY_LONG_TERM:
+            raise ValueError(f"empty_long_term must be one of {EMPTY_LONG_TERM}")
         if self.loss_positions not in LOSS_POSITIONS:
             raise ValueError(f"loss_positions must be one of {LOSS_POSITIONS}")
         if self.dim % self.num_heads:

@@ -101,6 +101,20 @@ def test_with_a_profile_the_user_attention_stays():
     assert "learned" not in tower.blocks
 
 
+def test_an_empty_long_term_bag_can_leave_the_short_term_alone():
+    x = batch()  # row 2's bags are all empty, rows 0 and 1 have items
+    fused = UserTower(SPEC, smoke("PSDMMAL"))
+    alone = UserTower(SPEC, smoke("PSDMMAL", "model.empty_long_term=short_term"))
+    fused(x), alone(x)
+    alone.set_weights(fused.get_weights())
+    parts, out = fused.explain(x), alone(x).numpy()
+    np.testing.assert_allclose(out[2], parts["short_term"].numpy()[2], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[:2], parts["output"].numpy()[:2], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(out[2], parts["output"].numpy()[2])  # "fuse" mixes tanh(b) in
+    with pytest.raises(ValueError, match="empty_long_term"):
+        smoke("PSDMMAL", "model.empty_long_term=drop")
+
+
 def test_configs_saved_before_the_rule_keep_the_learned_query():
     old = C.get_config("smoke", "PSDMMAL").to_dict()
     del old["model"]["user_attention_without_profile"]

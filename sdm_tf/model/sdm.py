@@ -97,6 +97,8 @@ class UserTower(tf.keras.Model):
             names.append("no user attention (the data has no profile features)")
         if self.cfg.use_long_term:
             names.append(f"long-term bags, {self.cfg.fusion} fusion")
+            if self.cfg.empty_long_term == "short_term":
+                names.append("the short term alone where the bags are empty")
         return ", ".join(names)
 
     def user_embedding(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
@@ -156,6 +158,9 @@ class UserTower(tf.keras.Model):
         masks = {f: inputs[F.long_key(f)] != F.PAD_ID for f in self.item_features}
         p, weights = self.long_term(bags, masks, e_u, return_attention_scores=True)  # eq. 11-12
         o, gate = self.fusion(s, p, e_u, return_gate=True)  # eq. 13-14
+        if self.cfg.empty_long_term == "short_term":  # nothing long-term: the short term alone
+            has_long = tf.reduce_any(tf.stack([tf.reduce_any(m, 1) for m in masks.values()]), 0)
+            o = tf.where(has_long[:, tf.newaxis, tf.newaxis], o, s)
         if not explain:
             return o, {}
         parts.update({f"long_term/{f}": w for f, w in weights.items()})
