@@ -64,7 +64,7 @@ def main(argv):
     cfg = summary["config"]
     print(
         f"preset {cfg['preset']}, variant {cfg['variant']} "
-        f"({summary['train'].get('blocks', cfg['model']['kind'])}), "
+        f"({summary['train']['blocks']}), "
         f"{summary['train']['objective']}; "
         f"chosen epoch {val.get('best_epoch')} (validation {val.get('metric')} "
         f"{val.get('best', float('nan')):.4f}), history {summary['exclude_seen']} excluded"

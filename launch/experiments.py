@@ -98,16 +98,21 @@ def finished_runs(out: str) -> list[dict]:
     return found
 
 
-def effective(config: dict, data_dir: str) -> dict:
-    """A run's config as it acts on the data: with profile features the query rule is moot."""
-    config = json.loads(json.dumps(config))  # as a summary stores it
-    if "model" in config:  # saved before the rule existed: the learned query
-        config["model"].setdefault("user_attention_without_profile", True)
+def has_profile(data_dir: str) -> bool:
+    """Whether the preprocessed split (once it exists) carries profile features."""
     spec = os.path.join(data_dir, "dataset_spec.json")
-    if os.path.exists(spec) and "model" in config:
-        with open(spec) as f:
-            if json.load(f).get("profile_features"):
-                config["model"]["user_attention_without_profile"] = False
+    if not os.path.exists(spec):
+        return False
+    with open(spec) as f:
+        return bool(json.load(f).get("profile_features"))
+
+
+def effective(config: dict, profile: bool) -> dict:
+    """A run's config as it acts on the data: with profile features the query rule is moot.
+    Configs saved before the rule existed load as they ran (`ExperimentConfig.from_dict`)."""
+    config = json.loads(json.dumps(C.ExperimentConfig.from_dict(config).to_dict()))
+    if profile:
+        config["model"]["user_attention_without_profile"] = False
     return config
 
 
@@ -126,12 +131,9 @@ def run_table(split: str, out: str, table: str, seeds: int, pipeline_args: list[
                 continue
             cfg = C.get_config("default", variant, [*overrides, f"train.seed={seed}"])
             # One run per configuration: PSDMMAL is also Table 3's 4 heads and Table 4's gate.
-            resolved = effective(cfg.to_dict(), data_dir)
-            same = [
-                r
-                for r in finished_runs(out)
-                if effective(r.get("config", {}), data_dir) == resolved
-            ]
+            profile = has_profile(data_dir)
+            resolved = effective(cfg.to_dict(), profile)
+            same = [r for r in finished_runs(out) if effective(r["config"], profile) == resolved]
             if same:
                 runs.append(same[0])
                 continue

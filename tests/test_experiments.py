@@ -78,7 +78,7 @@ def test_the_query_rule_is_moot_with_a_profile(tmp_path, profile, same):
     default = C.get_config("default", "PSDMMAL").to_dict()
     saved_before = json.loads(json.dumps(default))
     del saved_before["model"]["user_attention_without_profile"]  # ran the learned query
-    eff = lambda c: X.effective(c, str(tmp_path))  # noqa: E731
+    eff = lambda c: X.effective(c, X.has_profile(str(tmp_path)))  # noqa: E731
     assert (eff(paper) == eff(default)) is same
     assert (eff(saved_before) == eff(default)) is same
     assert eff(saved_before) == eff(paper)
