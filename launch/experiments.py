@@ -1,4 +1,4 @@
-"""python -m launch.experiments --split S --output_dir O --table 2|3|4|all [--seeds 3]
+"""python -m launch.experiments --split S --output_dir O --table 2|3|4|all [--seeds 3] [--jobs N]
 
 The paper's tables (§4.3-4.5) on any ../shared/bench split, each cell a full `bench_split` run
 (validation split, early stopping, the history rule chosen on validation, final fit, the test
@@ -12,17 +12,23 @@ split scored once), mean ± std over seeds:
   same.
 
 The split is preprocessed once, and a configuration that appears in several tables (sdm's
-PSDMMAL is Table 3's 4 heads and Table 4's gate) is run once per seed. Writes O/table<N>.md (with the command that made it) and each
-run's bench_summary.json under O/runs/; a run that fails is shown as failed, never as a number.
+PSDMMAL is Table 3's 4 heads and Table 4's gate) is run once per seed. `--jobs N` runs N cells
+at a time, each in its own process with its share of the cores. Writes O/table<N>.md (with the
+command that made it) and each run's bench_summary.json under O/runs/; a run that fails is shown
+as failed, never as a number. Resumable: finished cells are read, not run again.
 """
 
+import concurrent.futures
+import dataclasses
 import glob
 import json
+import multiprocessing
 import os
 import shlex
 import statistics
 import sys
 import traceback
+from collections.abc import Sequence
 
 from absl import flags
 
@@ -33,6 +39,9 @@ from sdm_tf import config as C
 SPLIT = common.SPLIT
 TABLE = flags.DEFINE_enum("table", "all", ["2", "3", "4", "all"], "which table")
 SEEDS = flags.DEFINE_integer("seeds", 3, "seeds per cell (train.seed = 0 .. seeds-1)")
+JOBS = flags.DEFINE_integer(
+    "jobs", 0, "cells run at a time, each in its own process (0: one per two cores)"
+)
 METRICS = ("HitRate", "Recall", "Precision", "F1", "NDCG")
 KS = (20, 50)
 
@@ -90,11 +99,11 @@ def markdown(table: str, rows: list[tuple[str, list[dict], list[str]]], command:
 
 
 def finished_runs(out: str) -> list[dict]:
-    """The summaries of every finished run under OUT/runs/ (of any table)."""
+    """The summaries of every finished run under OUT/runs/ (of any table), each with its "_dir"."""
     found = []
     for path in sorted(glob.glob(os.path.join(out, "runs", "*", "bench_summary.json"))):
         with open(path) as f:
-            found.append(json.load(f))
+            found.append({**json.load(f), "_dir": os.path.dirname(path)})
     return found
 
 
@@ -116,40 +125,128 @@ def effective(config: dict, profile: bool) -> dict:
     return config
 
 
-def run_table(split: str, out: str, table: str, seeds: int, pipeline_args: list[str]) -> str:
+@dataclasses.dataclass
+class Cell:
+    table: str
+    label: str
+    seed: int
+    run_dir: str
+    config: dict  # ExperimentConfig.to_dict()
+    same_as: str | None = None  # the run dir of an identical configuration (run once)
+
+
+def plan(out: str, tables: Sequence[str], seeds: int) -> list[Cell]:
+    """Every (table, row, seed) cell, in table order. A configuration that acts on the data as
+    one already finished or planned (PSDMMAL is also Table 3's 4 heads and Table 4's gate) points
+    at that run instead of running again."""
+    profile = has_profile(os.path.join(out, "data"))
+    seen = {json.dumps(effective(r["config"], profile), sort_keys=True): r["_dir"]
+            for r in finished_runs(out)}  # fmt: skip
+    cells = []
+    for table in tables:
+        for label, overrides, variant in TABLES[table]:
+            for seed in range(seeds):
+                slug = label.split(" (")[0].replace(" ", "_").lower()
+                run_dir = os.path.join(out, "runs", f"t{table}_{slug}_s{seed}")
+                cfg = C.get_config("default", variant, [*overrides, f"train.seed={seed}"])
+                key = json.dumps(effective(cfg.to_dict(), profile), sort_keys=True)
+                done = os.path.exists(os.path.join(run_dir, "bench_summary.json"))
+                same = None if done else seen.get(key)
+                seen.setdefault(key, run_dir)
+                cells.append(Cell(table, label, seed, run_dir, cfg.to_dict(), same))
+    return cells
+
+
+def _pin_threads(threads: int) -> None:
+    """A pool worker's TensorFlow shares the cores with the other workers."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _run_cell(split: str, run_dir: str, config: dict, pipeline_args: list[str], data_dir: str):
+    return bench_lib.run(
+        split, run_dir, C.ExperimentConfig.from_dict(config), preprocess_args=pipeline_args,
+        data_dir=data_dir, reuse_data=True, verbose=0,
+    )  # fmt: skip
+
+
+def default_jobs() -> int:
+    """Cells at a time: one per two cores (each run scales to about two), at least one."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def run_tables(
+    split: str,
+    out: str,
+    tables: Sequence[str],
+    seeds: int,
+    pipeline_args: list[str],
+    jobs: int = 1,
+    executor: concurrent.futures.Executor | None = None,
+) -> dict[str, str]:
+    """Runs every missing cell of `tables` (`jobs` at a time, each in its own process, once the
+    split is preprocessed) and returns each table's markdown. Resumable: a finished cell is read,
+    not run again."""
     data_dir = os.path.join(out, "data")
-    rows = []
-    for label, overrides, variant in TABLES[table]:
-        runs, failures = [], []
-        for seed in range(seeds):
-            slug = label.split(" (")[0].replace(" ", "_").lower()
-            run_dir = os.path.join(out, "runs", f"t{table}_{slug}_s{seed}")
-            summary_path = os.path.join(run_dir, "bench_summary.json")
-            if os.path.exists(summary_path):  # resumable: a finished cell is not run again
-                with open(summary_path) as f:
-                    runs.append(json.load(f))
-                continue
-            cfg = C.get_config("default", variant, [*overrides, f"train.seed={seed}"])
-            # One run per configuration: PSDMMAL is also Table 3's 4 heads and Table 4's gate.
-            profile = has_profile(data_dir)
-            resolved = effective(cfg.to_dict(), profile)
-            same = [r for r in finished_runs(out) if effective(r["config"], profile) == resolved]
-            if same:
-                runs.append(same[0])
-                continue
+    if (jobs > 1 or executor) and not os.path.exists(os.path.join(data_dir, "stats.json")):
+        bench_lib.preprocess_split(split, data_dir, pipeline_args)  # once, before the workers
+    cells = plan(out, tables, seeds)
+    todo = [c for c in cells if c.same_as is None and not _summary(c.run_dir)]
+    failures: dict[str, str] = {}
+    results: dict[str, dict] = {}
+    if executor is None and jobs > 1:
+        executor = concurrent.futures.ProcessPoolExecutor(
+            jobs,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_pin_threads,
+            initargs=(max(1, (os.cpu_count() or 1) // jobs),),
+        )
+    if executor is None:
+        for c in todo:
             try:
-                runs.append(
-                    bench_lib.run(
-                        split, run_dir, cfg, preprocess_args=pipeline_args, data_dir=data_dir,
-                        reuse_data=True, verbose=0,
-                    )
-                )  # fmt: skip
+                results[c.run_dir] = _run_cell(split, c.run_dir, c.config, pipeline_args, data_dir)
             except Exception:  # noqa: BLE001  (a failed cell is reported, the table goes on)
-                failures.append(traceback.format_exc())
-                with open(os.path.join(out, f"failed_t{table}_{slug}_s{seed}.txt"), "w") as f:
-                    f.write(failures[-1])
-        rows.append((label, runs, failures))
-    return markdown(table, rows, "python -m launch.experiments " + shlex.join(sys.argv[1:]))
+                failures[c.run_dir] = traceback.format_exc()
+    else:
+        with executor:
+            futures = {
+                executor.submit(_run_cell, split, c.run_dir, c.config, pipeline_args, data_dir): c
+                for c in todo
+            }
+            for future in concurrent.futures.as_completed(futures):
+                run_dir = futures[future].run_dir
+                if future.exception() is None:
+                    results[run_dir] = future.result()
+                else:
+                    failures[run_dir] = "".join(traceback.format_exception(future.exception()))
+    for run_dir, text in failures.items():
+        with open(os.path.join(out, f"failed_{os.path.basename(run_dir)}.txt"), "w") as f:
+            f.write(text)
+    command = "python -m launch.experiments " + shlex.join(sys.argv[1:])
+    texts = {}
+    for table in tables:
+        rows = []
+        for label, _, _ in TABLES[table]:
+            mine = [c for c in cells if c.table == table and c.label == label]
+            dirs = [c.same_as or c.run_dir for c in mine]
+            runs = [r for r in (results.get(d) or _summary(d) for d in dirs) if r]
+            rows.append((label, runs, [failures[d] for d in dirs if d in failures]))
+        texts[table] = markdown(table, rows, command)
+    return texts
+
+
+def _summary(run_dir: str) -> dict | None:
+    path = os.path.join(run_dir, "bench_summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_table(split: str, out: str, table: str, seeds: int, pipeline_args: list[str]) -> str:
+    return run_tables(split, out, [table], seeds, pipeline_args)[table]
 
 
 def main(argv):
@@ -159,8 +256,10 @@ def main(argv):
     os.makedirs(out, exist_ok=True)
     pipeline_args: list[str] = []
     quiet_beam(pipeline_args)
-    for table in ("2", "3", "4") if TABLE.value == "all" else (TABLE.value,):
-        text = run_table(SPLIT.value, out, table, SEEDS.value, pipeline_args)
+    tables = ("2", "3", "4") if TABLE.value == "all" else (TABLE.value,)
+    jobs = JOBS.value or default_jobs()
+    texts = run_tables(SPLIT.value, out, tables, SEEDS.value, pipeline_args, jobs=jobs)
+    for table, text in texts.items():
         with open(os.path.join(out, f"table{table}.md"), "w") as f:
             f.write(text)
         print(text)

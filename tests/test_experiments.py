@@ -82,3 +82,63 @@ def test_the_query_rule_is_moot_with_a_profile(tmp_path, profile, same):
     assert (eff(paper) == eff(default)) is same
     assert (eff(saved_before) == eff(default)) is same
     assert eff(saved_before) == eff(paper)
+
+
+def test_cells_run_in_parallel_workers_and_failures_stay_failures(monkeypatch, tmp_path):
+    """The pooled path: every distinct cell goes to the executor once; Table 4's gate reads
+    Table 3's 4-heads run; a worker's exception becomes a failed row and a failure file."""
+    import concurrent.futures
+    import threading
+
+    calls, lock = [], threading.Lock()
+
+    def fake_run(split, run_dir, cfg, **kwargs):
+        with lock:
+            calls.append(os.path.basename(run_dir))
+        if cfg.model.fusion == "concat":
+            raise RuntimeError("killed")
+        result = {**summary(0.05 * cfg.model.num_heads), "config": cfg.to_dict()}
+        os.makedirs(run_dir)
+        with open(os.path.join(run_dir, "bench_summary.json"), "w") as f:
+            json.dump(result, f)
+        return result
+
+    monkeypatch.setattr(X.bench_lib, "run", fake_run)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "stats.json").write_text("{}")  # preprocessed already
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+    texts = X.run_tables("split", str(tmp_path), ["3", "4"], 1, [], executor=pool)
+    assert sorted(calls) == sorted(
+        ["t3_1_head_s0", "t3_2_heads_s0", "t3_4_heads_s0", "t3_8_heads_s0"]
+        + ["t4_fusion_multiply_s0", "t4_fusion_concat_s0", "t4_fusion_add_s0", "t4_psdmmal-nos_s0"]
+    )
+    gate = next(line for line in texts["4"].splitlines() if line.startswith("| fusion gate"))
+    assert "| 1 | 0.2000 |" in gate  # 4 heads x 0.05
+    concat = next(line for line in texts["4"].splitlines() if line.startswith("| fusion concat"))
+    assert "| 0 | failed |" in concat and "0.2000" not in concat
+    assert "killed" in (tmp_path / "failed_t4_fusion_concat_s0.txt").read_text()
+    # Resumed: nothing finished runs again; the failed cell is tried once more.
+    calls.clear()
+    X.run_tables("split", str(tmp_path), ["3", "4"], 1, [], executor=None)
+    assert calls == ["t4_fusion_concat_s0"]
+
+
+def test_cells_run_for_real_in_two_spawned_processes(monkeypatch, tmp_path):
+    """The process pool users get with --jobs 2: real (tiny) bench_split runs in spawned
+    workers, on one preprocessing of the split."""
+    from tests.conftest import IN_MEMORY, taobao_time_split
+
+    split = taobao_time_split(tmp_path / "split", min_item_count=2)
+    tiny = ["model.dim=8", "model.item_dim=8", "model.side_dim=4", "train.epochs=1"]
+    tiny += ["train.steps_per_epoch=2", "model.num_lstm_layers=1"]
+    monkeypatch.setitem(
+        X.TABLES, "3", [(f"{h} heads", [*tiny, f"model.num_heads={h}"], "PSDMMAL") for h in (1, 2)]
+    )
+    out = tmp_path / "out"
+    texts = X.run_tables(str(split), str(out), ["3"], 1, IN_MEMORY, jobs=2)
+    rows = [line for line in texts["3"].splitlines() if "heads |" in line]
+    assert len(rows) == 2 and not any("failed" in r for r in rows), texts["3"]
+    for h in (1, 2):
+        with open(out / "runs" / f"t3_{h}_heads_s0" / "bench_summary.json") as f:
+            assert json.load(f)["config"]["model"]["num_heads"] == h
+    assert len(list(out.glob("data/stats.json"))) == 1 and not list(out.glob("runs/*/data"))
