@@ -61,7 +61,8 @@ class ModelConfig:
       fusion: how short- and long-term combine: "gate" (eq. 13-14), "add", "concat", "multiply".
       empty_long_term: a user whose long-term bags are all empty: "fuse" (the paper's: the
         pooled vector of nothing, p = tanh(b), is fused like any other) or "short_term" (o_t =
-        s_t). Not the default yet: a lead measured on validation only (docs/results.md).
+        s_t). Not the default: on validation (3 seeds) it gained on Beauty and lost on
+        MovieLens (docs/results.md).
       tied_output: share the item input embedding as the softmax table (needs item_dim == dim).
       temperature: 0: scores are inner products (the paper's); > 0: user vectors and item rows
         are L2-normalised and scores are cosines divided by the temperature.
