@@ -29,10 +29,10 @@ def load(url: str, bodies: list[bytes], clients: int, requests: int) -> dict:
                 errors += r.status_code != 200
         return ms, errors
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(one, range(clients)))
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     ms = np.concatenate([r[0] for r in results])
     return {
         "clients": clients,
@@ -41,6 +41,8 @@ def load(url: str, bodies: list[bytes], clients: int, requests: int) -> dict:
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
         "errors": int(sum(r[1] for r in results)),
+        # The client's own CPU (HTTP, JSON): on one machine it competes with the service.
+        "client_cpu_ms_per_request": round(1000 * cpu / len(ms), 3),
     }
 
 
@@ -53,5 +55,5 @@ if __name__ == "__main__":
     a = ap.parse_args()
     with open(a.bodies, "rb") as f:
         bodies = [line.rstrip(b"\n") for line in f if line.strip()]
-    load(a.url, bodies[:1], 1, 5)  # warm-up
+    load(a.url, bodies[:1], 1, 5)  # warm-up (serving_bench.WARM_UP)
     print(json.dumps(load(a.url, bodies, a.clients, a.requests)))

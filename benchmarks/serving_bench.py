@@ -110,7 +110,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--clients", type=int, nargs="*", default=[], help="e.g. 1 4 16")
     ap.add_argument("--http_requests", type=int, default=400, help="per concurrency level")
     ap.add_argument("--coalesce", type=int, default=64, help="the service's max_coalesce")
+    ap.add_argument("--tf_threads", type=int, default=0, help="TF threads (0: TF's default)")
     a = ap.parse_args(argv)
+    if a.tf_threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(a.tf_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(a.tf_threads)
     import faiss
 
     exp = Export(a.export_dir)
@@ -119,7 +125,7 @@ def main(argv=None) -> dict:
     reqs = requests(exp, a.requests)
     result: dict = {
         "items": a.items, "k": a.k, "cpus": os.cpu_count(), "requests": a.requests,
-        "faiss_threads": a.faiss_threads,
+        "faiss_threads": a.faiss_threads, "tf_threads": a.tf_threads or "default",
     }  # fmt: skip
 
     faiss.omp_set_num_threads(a.faiss_threads)
@@ -180,6 +186,9 @@ def main(argv=None) -> dict:
     return result
 
 
+WARM_UP = 5  # http_load.py's warm-up requests
+
+
 def http_concurrency(retriever, reqs, clients: list[int], n: int, coalesce: int = 64) -> list[dict]:
     """The service on `retriever` in this process (coalescing up to `coalesce` concurrent
     requests); load from a separate client process."""
@@ -200,12 +209,22 @@ def http_concurrency(retriever, reqs, clients: list[int], n: int, coalesce: int 
     client = os.path.join(os.path.dirname(os.path.abspath(__file__)), "http_load.py")
     try:
         for c in clients:
+            cpu = time.process_time()  # this process is the service (its idle threads sleep)
             out = subprocess.run(
                 [sys.executable, client, f"http://127.0.0.1:{port}/v1/retrieve", f.name,
                  "--clients", str(c), "--requests", str(n)],
                 check=True, capture_output=True, text=True,
             )  # fmt: skip
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            # CPU per request on each side (the client's warm-up requests count to the
+            # service's): with both on one machine, cores x 1000 / their sum bounds requests/s.
+            served = row["requests"] + WARM_UP
+            row["service_cpu_ms_per_request"] = round(
+                1000 * (time.process_time() - cpu) / served, 3
+            )
+            both = row["service_cpu_ms_per_request"] + row["client_cpu_ms_per_request"]
+            row["cpu_bound_requests_per_s"] = round((os.cpu_count() or 1) * 1000 / both, 1)
+            rows.append(row)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -346,7 +346,9 @@ def create_app(retriever: Retriever, max_body_bytes: int = MAX_BODY_BYTES, max_c
         out = await coalescer.submit(req)
         if isinstance(out, ValueError):  # unknown feature names and the like
             return JSONResponse({"error": str(out)}, 422)
-        return out
+        # Plain JSON types already: FastAPI's jsonable_encoder would walk all k items again
+        # (~1 ms of CPU a request for k = 300).
+        return JSONResponse(out)
 
     @app.post("/v1/retrieve/batch")
     async def retrieve_batch(request: Request):
@@ -354,6 +356,6 @@ def create_app(retriever: Retriever, max_body_bytes: int = MAX_BODY_BYTES, max_c
         if err:
             return err
         out, err = await run(req.requests)
-        return err or {"results": out}
+        return err or JSONResponse({"results": out})
 
     return app
