@@ -42,7 +42,7 @@ def main(run_dirs):
                 cells.append(f"{statistics.mean(v):.4f}{sd}")
             sdm = system == "SDM"
             epochs = ", ".join(str(r["chosen_epoch"]) for r in runs) if sdm else ""
-            rule = runs[0]["exclude_seen"] if sdm else "same"
+            rule = runs[0].get("history_rule", runs[0]["exclude_seen"]) if sdm else "same"
             wall = ", ".join(f"{r['seconds']['total']:.0f}" for r in runs) if sdm else ""
             row = [name, system, str(len(runs)), *cells, epochs, rule, wall]
             print("| " + " | ".join(row) + " |")

@@ -5,8 +5,8 @@ the training examples and vocabularies, and a validation split is carved from th
 own protocol (leave-one-out: each user's last training event; time: the last training day);
 `test_queries.csv` supplies each test user's history, fed as that user's latest session plus
 long-term bags by the same session rules; `test_truth.jsonl` is the ground truth. Training keeps
-the best epoch on validation and stops early (`sdm_tf.train.validation`), which also decides whether
-the user's history is excluded from the ranking. Then the test split is ranked once, for SDM and
+the best epoch on validation and stops early (`sdm_tf.train.validation`), which also decides the
+history rule: the user's history kept, excluded, or first (`evaluation.history_first`). Then the test split is ranked once, for SDM and
 for popularity and item-CF (`sdm_tf.train.baselines`) under the same history rule, and scored (with the
 split's `score.py` when one is found, and always with `sdm_tf.train.evaluation`).
 """
@@ -72,6 +72,10 @@ def preprocess_split(split: str, data_dir: str, extra_args: Sequence[str] = ()) 
     if os.path.exists(items):
         args.append(f"--item_table={items}")
     return preprocess.run(args)
+
+
+# bench_split's --exclude_seen values -> validation's history rules.
+RULE_OF = {"no": "kept", "yes": "excluded", "first": "first"}
 
 
 def default_score_script() -> str | None:
@@ -157,24 +161,36 @@ def run(
         model = refit.pop("model")
     t2 = time.perf_counter()
     if exclude_seen == "auto":  # the rule that won on validation
-        exclude_seen = "yes" if validation.get("rule") == "excluded" else "no"
-    exclude = exclude_seen == "yes"
-    _, predictions, _ = training.evaluate(model, data_dir, ks, exclude_seen=exclude, split=F.TEST)
+        rule = validation.get("rule") or "kept"
+    else:
+        rule = RULE_OF[exclude_seen]
+    exclude = rule != "kept"  # "first" ranks the history ahead of the excluded ranking
+    _, predictions, _ = training.evaluate(model, data_dir, ks, split=F.TEST, history_rule=rule)
     truth_path = os.path.join(split, "test_truth.jsonl")
     truth = read_truth(truth_path)
     queries = read_events(os.path.join(split, "test_queries.csv"))
     k = max(ks)
     # Test users without a usable history get the most popular items.
     vocab = training.load_item_vocab(data_dir)  # by descending training frequency
-    fallback = B.popularity_predictions(vocab, queries, truth, k, exclude)
+
+    def under_rule(preds: dict[str, list[str]]) -> dict[str, list[str]]:
+        if rule != "first":
+            return preds
+        return {u: E.history_first(queries.get(u, []), p, k) for u, p in preds.items()}
+
+    fallback = under_rule(B.popularity_predictions(vocab, queries, truth, k, exclude))
     predictions = {u: predictions.get(u) or fallback[u] for u in truth}
     systems = {"SDM": predictions}
     t3 = time.perf_counter()
-    if baselines:
+    if baselines:  # the same rule for every system
         train_events = read_events(os.path.join(split, "events_train.csv"))
         popular = B.popularity(train_events)
-        systems["popularity"] = B.popularity_predictions(popular, queries, truth, k, exclude)
-        systems["item-CF"] = B.itemcf_predictions(train_events, queries, truth, k, exclude)
+        systems["popularity"] = under_rule(
+            B.popularity_predictions(popular, queries, truth, k, exclude)
+        )
+        systems["item-CF"] = under_rule(
+            B.itemcf_predictions(train_events, queries, truth, k, exclude)
+        )
     t4 = time.perf_counter()
     score_script = score_script or default_score_script()
     table = {}
@@ -197,7 +213,8 @@ def run(
                 "items",
             )
         },
-        "exclude_seen": exclude_seen,
+        "exclude_seen": {"kept": "no", "excluded": "yes", "first": "first"}[rule],
+        "history_rule": rule,
         "validation": validation,
         "chosen_epoch": validation.get("best_epoch"),
         "fit_schedule": schedule,

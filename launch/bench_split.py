@@ -18,9 +18,10 @@ OUTPUT_DIR = common.OUTPUT_DIR
 EXCLUDE_SEEN = flags.DEFINE_enum(
     "exclude_seen",
     "auto",
-    ["auto", "yes", "no"],
-    "drop items of the test user's history from the ranking (auto: the rule that scores higher "
-    "on the validation split)",
+    ["auto", "yes", "no", "first"],
+    "the test user's history in the ranking: yes drops it, no ranks it as any item, first puts "
+    "it ahead (most recent first) of the ranking without it; auto: the rule that scores highest "
+    "on the validation split",
 )
 BEAM_LOGS = flags.DEFINE_bool(
     "beam_logs", False, "show Beam's worker logs (hundreds of INFO lines a run)"
@@ -67,7 +68,7 @@ def main(argv):
         f"({summary['train']['blocks']}), "
         f"{summary['train']['objective']}; "
         f"chosen epoch {val.get('best_epoch')} (validation {val.get('metric')} "
-        f"{val.get('best', float('nan')):.4f}), history {summary['exclude_seen']} excluded"
+        f"{val.get('best', float('nan')):.4f}), history rule {summary['history_rule']}"
     )
     if summary.get("fit_schedule") and summary["fit_schedule"][1]:
         epochs, decay = summary["fit_schedule"]

@@ -124,7 +124,7 @@ def training_curves(
     left.plot(epochs, [p["loss"] for p in curve], marker=".")
     left.set_xlabel("epoch")
     left.set_ylabel("training loss")
-    for rule in ("excluded", "kept"):
+    for rule in ("excluded", "kept", "first"):
         key = f"{rule}/{metric}"
         if key in curve[0]:
             right.plot(epochs, [p[key] for p in curve], marker=".", label=f"history {rule}")

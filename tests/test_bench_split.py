@@ -6,6 +6,7 @@ import sys
 
 from launch import bench_lib as bench_split
 from sdm_tf import config as C
+from sdm_tf.train import evaluation as E
 from tests.conftest import shared_path, taobao_time_split
 
 
@@ -27,16 +28,25 @@ def test_bench_split_end_to_end(tmp_path):
     # Validation ran every epoch on the last training day, and chose the history rule.
     val = summary["validation"]
     assert [p["epoch"] for p in val["curve"]] == [1, 2] and summary["chosen_epoch"] in (1, 2)
-    assert summary["exclude_seen"] == {"excluded": "yes", "kept": "no"}[val["rule"]]
+    assert summary["history_rule"] == val["rule"] in ("kept", "excluded", "first")
     assert summary["preprocess_stats"]["eval_examples"] > 0
     assert summary["train"]["objective"].endswith(f"{summary['preprocess_stats']['items']:,} items")
     assert summary["preprocess_stats"]["test_examples"] > 0
-    # The baselines ran under the same rule, and item-CF is the reference's, to the list.
-    flag = ["--exclude-seen"] if summary["exclude_seen"] == "yes" else []
+    # The baselines ran under the same rule, and item-CF is the reference's, to the list
+    # ("first": the reference's excluded lists behind the user's history, most recent first).
+    flag = ["--exclude-seen"] if summary["history_rule"] != "kept" else []
     subprocess.run(
         [sys.executable, str(itemcf), str(split), str(tmp_path / "ref"), *flag], check=True
     )
-    assert (out / "itemcf.jsonl").read_text() == (tmp_path / "ref.itemcf.jsonl").read_text()
+    ref = (tmp_path / "ref.itemcf.jsonl").read_text()
+    if summary["history_rule"] == "first":
+        queries = bench_split.read_events(str(split / "test_queries.csv"))
+        ref = "".join(
+            json.dumps({**r, "items": E.history_first(queries[str(r["user_id"])], r["items"], 100)})
+            + "\n"
+            for r in map(json.loads, ref.splitlines())
+        )
+    assert (out / "itemcf.jsonl").read_text() == ref
     assert set(summary["systems"]) == {"SDM", "popularity", "item-CF"}
     # score.py's numbers and ours agree.
     for system in summary["systems"].values():

@@ -74,3 +74,12 @@ def test_rank_never_returns_excluded_items_even_when_fewer_than_k_remain():
     got = training.rank(model, vocab, users, [["e", "d", "c"], []], k=4)
     assert got[0] == ["b", "a"]  # 2 left after the exclusion, best first
     assert got[1] == ["a", "b", "c", "d"]
+
+
+def test_history_first_by_hand():
+    history = ["a", "b", "a", "c"]  # time order: c last, then a, then b
+    assert E.recent_first(history) == ["c", "a", "b"]
+    ranked = ["x", "a", "y", "z"]  # a ranking may still hold history items: not twice
+    assert E.history_first(history, ranked, 5) == ["c", "a", "b", "x", "y"]
+    assert E.history_first(history, ranked, 2) == ["c", "a"]
+    assert E.history_first([], ranked, 3) == ["x", "a", "y"]

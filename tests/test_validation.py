@@ -136,6 +136,21 @@ def test_excluded_rule_never_returns_history(split_dir, tmp_path):
         assert len(pred[user]) == 20 and not set(pred[user]) & set(items)
 
 
+def test_first_rule_puts_the_history_ahead_of_the_excluded_ranking(split_dir, tmp_path):
+    training.train(smoke("train.epochs=1"), str(split_dir), str(tmp_path), verbose=0)
+    model = training.restore(str(tmp_path))
+    vocab = training.load_item_vocab(str(split_dir))
+    vecs = np.random.default_rng(0).normal(size=[2, model.cfg.dim]).astype(np.float32)
+    # In time order; "nope" is no catalogue item (listed all the same: the history is the
+    # user's); user 2 saw v[5] twice, last after v[4].
+    history = [[vocab[3], "nope", vocab[7]], [vocab[5], vocab[4], vocab[5]]]
+    out = training.rank_rules(model, vocab, vecs, history, k=6)
+    assert set(out) == {"kept", "excluded", "first"}
+    assert out["first"][0] == [vocab[7], "nope", vocab[3], *out["excluded"][0][:3]]
+    assert out["first"][1] == [vocab[5], vocab[4], *out["excluded"][1][:4]]
+    assert training.evaluate(model, str(split_dir), [6], history_rule="first")[1]
+
+
 def test_rank_ends_early_when_too_few_items_remain(split_dir, tmp_path):
     training.train(smoke("train.epochs=1"), str(split_dir), str(tmp_path), verbose=0)
     model = training.restore(str(tmp_path))

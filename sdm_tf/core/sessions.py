@@ -282,12 +282,18 @@ def query_record(
         return None
     rec = _base_record(user, profile_ids, query.short, query.long, enc)
     rec[F.TRUTH] = list(truth)
-    rec[F.HISTORY] = distinct_items(fed)
+    rec[F.HISTORY] = last_seen_order(fed)
     return rec
 
 
 def distinct_items(events: Iterable[Event]) -> list[str]:
     return list(dict.fromkeys(e.item for e in events))
+
+
+def last_seen_order(events: Sequence[Event]) -> list[str]:
+    """Distinct items of time-ordered events, ordered by when each was last seen (the most
+    recent last): what the "first" history rule ranks from the end."""
+    return list(dict.fromkeys(e.item for e in reversed(events)))[::-1]
 
 
 def split_time(events: Sequence[Event], test_day_start: int | None):

@@ -335,8 +335,10 @@ def rank_rules(
     block: int = 2048,
     kept: bool = True,
 ) -> dict[str, list[list[str]]]:
-    """Top-k under both history rules from one scoring pass: {"kept": ..., "excluded": ...}
-    ("excluded": `history[u]` never returned; only with `history`; "kept" only if `kept`)."""
+    """Top-k under the history rules from one scoring pass: {"kept": ..., "excluded": ...,
+    "first": ...} ("excluded": `history[u]` never returned; "first": `history[u]`'s items, the
+    most recent first, then the excluded ranking (`evaluation.history_first`); both only with
+    `history`, in time order; "kept" only if `kept`)."""
     index = {item: c for c, item in enumerate(vocab)}
     table, bias = model.item_table, model.output_bias
     k = min(k, len(vocab))
@@ -344,7 +346,7 @@ def rank_rules(
     if kept:
         out["kept"] = []
     if history is not None:
-        out["excluded"] = []
+        out["excluded"], out["first"] = [], []
     for start in range(0, len(vecs), block):
         scores = tf.matmul(tf.constant(vecs[start : start + block]), table, transpose_b=True) + bias
         if kept:
@@ -364,9 +366,14 @@ def rank_rules(
             )
         values, top = tf.math.top_k(scores, k)
         # Fewer than k items left after the exclusion: the list ends early.
-        out["excluded"] += [
+        excluded = [
             [vocab[c] for c, v in zip(row, vals) if v != -np.inf]
             for row, vals in zip(top.numpy(), values.numpy())
+        ]
+        out["excluded"] += excluded
+        out["first"] += [
+            E.history_first(h, ranked, k)
+            for h, ranked in zip(history[start : start + block], excluded)
         ]
     return out
 
@@ -378,17 +385,21 @@ def evaluate(
     exclude_seen: bool = False,
     batch_size: int = 512,
     split: str = F.EVAL,
+    history_rule: str | None = None,
 ) -> tuple[dict, dict[str, list[str]], dict[str, list[str]]]:
     """Exact top-K over all items for every example of `split`.
 
     exclude_seen: never return items of the user's fed history (every item fed, not only the
       short-term session and bags the model sees).
+    history_rule: "kept", "excluded" or "first" (`rank_rules`); overrides `exclude_seen`.
     Returns (metrics, predictions, truth); predictions hold the top max(ks) raw item ids.
     """
     vocab = load_item_vocab(data_dir)
     users, vecs, truth_lists, history = user_vectors(model, data_dir, batch_size, split)
-    exclude = history if exclude_seen else None
-    ranked = rank(model, vocab, vecs, exclude, max(ks))
+    if history_rule is not None:
+        ranked = rank_rules(model, vocab, vecs, history, max(ks))[history_rule]
+    else:
+        ranked = rank(model, vocab, vecs, history if exclude_seen else None, max(ks))
     predictions = dict(zip(users, ranked))
     truth = dict(zip(users, truth_lists))
     metrics = E.retrieval_metrics(truth, predictions, ks)

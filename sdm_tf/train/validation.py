@@ -4,10 +4,12 @@ The validation split is `eval/` of a data directory whose held-out test queries 
 (`pipelines.preprocess --test_queries ...`, what `launch.bench_split` does), so epochs, the
 history rule and every default are chosen without reading the test split.
 
-Each validation ranks all items twice, with the user's fed history kept and excluded, because
-whether users come back to the same items is a property of the data: on leave-one-out review or
-rating data the target is new by construction, on click logs repeats are much of the truth. The
-rule that scores higher at the best epoch is the one the test split is ranked with.
+Each validation ranks all items under three rules for the user's fed history: kept (ranked as
+any item), excluded (never returned) and first (the user's own items, most recently seen first,
+then the ranking without them), because whether users come back to the same items is a property
+of the data: on leave-one-out review or rating data the target is new by construction (there
+"first" can only lose), on click logs repeats are much of the truth. The rule that scores highest
+at the best epoch is the one the test split is ranked with (ties go to the earlier rule).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import tensorflow as tf
 from sdm_tf.core import features as F
 from sdm_tf.train import evaluation as E
 
-RULES = ("kept", "excluded")  # the user's fed history: ranked as any item / never returned
+# The user's fed history: ranked as any item / never returned / ranked first, most recent first.
+RULES = ("kept", "excluded", "first")
 BEST_DIR = "best"
 STATE_FILE = "validation.json"
 
@@ -29,7 +32,7 @@ STATE_FILE = "validation.json"
 def validate(
     model, data_dir: str, ks: Sequence[int] = (20, 50), batches: list | None = None
 ) -> dict[str, dict]:
-    """Metrics on `eval/` under both history rules: {"kept": {...}, "excluded": {...}}.
+    """Metrics on `eval/` under every history rule: {"kept": {...}, "excluded": {...}, ...}.
 
     `batches`: eval/ already read (`read_validation`), to parse it once for every epoch."""
     from sdm_tf.train import training  # training imports this module
