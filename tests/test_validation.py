@@ -62,17 +62,17 @@ def test_validation_keeps_the_best_epoch_and_stops_early(split_dir, tmp_path):
     state = result["validation"]
     curve = state["curve"]
     assert [p["epoch"] for p in curve] == list(range(1, len(curve) + 1))
-    scores = [max(p[f"{r}/NDCG@50"] for r in V.RULES) for p in curve]
+    scores = [max(p[f"{r}/NDCG@50"] for r in V.MODEL_RULES) for p in curve]
     best = int(np.argmax(scores))
     assert state["best_epoch"] == best + 1 and state["best"] == pytest.approx(scores[best])
     assert state["rule"] in V.RULES
     if len(curve) < 6:  # stopped: the last `patience` epochs did not improve
         assert state["stopped_early"] and len(curve) - state["best_epoch"] == 2
     # The model in hand, and the one restore() loads, are the best epoch's: same scores.
-    again = V.validate(result["model"], str(split_dir), (50,))
-    assert again[state["rule"]]["NDCG@50"] == pytest.approx(state["best"], abs=1e-9)
-    restored = V.validate(training.restore(str(tmp_path)), str(split_dir), (50,))
-    assert restored[state["rule"]]["NDCG@50"] == pytest.approx(state["best"], abs=1e-9)
+    for model in (result["model"], training.restore(str(tmp_path))):
+        again = V.validate(model, str(split_dir), (50,))
+        assert max(again[r]["NDCG@50"] for r in V.MODEL_RULES) == pytest.approx(state["best"])
+        assert max(V.RULES, key=lambda r: again[r]["NDCG@50"]) == state["rule"]
 
 
 def test_fit_schedule_replays_the_epochs_to_the_best_weights():
@@ -124,6 +124,24 @@ def test_the_final_fit_decays_the_rate_at_decay_epoch(split_dir, tmp_path):
     cfg = smoke("train.epochs=3", "train.decay_epoch=2", "train.decay_factor=0.1")
     result = training.train(cfg, str(split_dir), str(tmp_path), verbose=0, validate=False)
     assert result["history"]["learning_rate"] == pytest.approx([1e-3, 1e-3, 1e-4])
+
+
+def test_epochs_are_chosen_on_the_model_and_the_rule_at_the_best_epoch(
+    split_dir, tmp_path, monkeypatch
+):
+    """Under "first" a long history fills the list whatever the epoch: a flat .9 must not pick
+    epoch 1. The excluded ranking peaks at epoch 3, and there "first" scores highest."""
+    scores = iter([0.10, 0.20, 0.30, 0.25, 0.25, 0.25])
+
+    def scripted(model, data_dir, ks, batches=None):
+        value = next(scores)
+        return {"kept": {"NDCG@50": 0.0}, "excluded": {"NDCG@50": value}, "first": {"NDCG@50": 0.9}}
+
+    monkeypatch.setattr(V, "validate", scripted)
+    cfg = smoke("train.epochs=6", "train.patience=3", "train.decay_factor=1")
+    state = training.train(cfg, str(split_dir), str(tmp_path), verbose=0)["validation"]
+    assert (state["best_epoch"], state["rule"]) == (3, "first")
+    assert state["best"] == pytest.approx(0.30) and state["curve"][0]["first/NDCG@50"] == 0.9
 
 
 def test_excluded_rule_never_returns_history(split_dir, tmp_path):

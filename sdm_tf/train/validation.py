@@ -8,8 +8,9 @@ Each validation ranks all items under three rules for the user's fed history: ke
 any item), excluded (never returned) and first (the user's own items, most recently seen first,
 then the ranking without them), because whether users come back to the same items is a property
 of the data: on leave-one-out review or rating data the target is new by construction (there
-"first" can only lose), on click logs repeats are much of the truth. The rule that scores highest
-at the best epoch is the one the test split is ranked with (ties go to the earlier rule).
+"first" can only lose), on click logs repeats are much of the truth. The best epoch is the one
+whose kept or excluded ranking scores highest (the model's own ranking); the rule that scores
+highest at that epoch is the one the test split is ranked with (ties go to the earlier rule).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from sdm_tf.core import features as F
 from sdm_tf.train import evaluation as E
 
 # The user's fed history: ranked as any item / never returned / ranked first, most recent first.
-RULES = ("kept", "excluded", "first")
+# Epochs are chosen on the first two (the model's own ranking: under "first" a user with a long
+# history gets the same list from any epoch); the rule, at the chosen epoch, among all three.
+MODEL_RULES = ("kept", "excluded")
+RULES = (*MODEL_RULES, "first")
 BEST_DIR = "best"
 STATE_FILE = "validation.json"
 
@@ -133,8 +137,8 @@ class RetrievalValidation(tf.keras.callbacks.Callback):
 
             self._batches = list(training.eval_batches(self.data_dir, self.model.dataset))
         result = validate(self.model, self.data_dir, self.ks, self._batches)
+        value = max(result[r][self.metric] for r in MODEL_RULES)
         rule = max(RULES, key=lambda r: result[r][self.metric])
-        value = result[rule][self.metric]
         point = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", float("nan")))}
         for r in RULES:
             point.update({f"{r}/{k}": v for k, v in result[r].items() if k != "users"})
