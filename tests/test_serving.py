@@ -73,6 +73,20 @@ def test_exclude_seen(base_url, retriever):
     assert not {e["item"] for e in evs} & set(r.json()["items"])
 
 
+def test_history_first(base_url, retriever):
+    """The request's items, most recent first, then what exclude_seen would have returned."""
+    evs = events(retriever, 4)
+    evs = [{**e, "timestamp": t} for e, t in zip(evs, (10, 40, 20, 30))]  # sent out of order
+    body = {"events": evs, "k": 8}
+    excluded = httpx.post(f"{base_url}/v1/retrieve", json={**body, "exclude_seen": True}).json()
+    first = httpx.post(f"{base_url}/v1/retrieve", json={**body, "history_first": True}).json()
+    by_time = [evs[i]["item"] for i in (1, 3, 2, 0)]  # timestamps 40, 30, 20, 10
+    head = list(dict.fromkeys(by_time))
+    assert first["items"] == head + excluded["items"][: 8 - len(head)]
+    assert first["scores"][: len(head)] == [None] * len(head)
+    assert first["scores"][len(head) :] == excluded["scores"][: 8 - len(head)]
+
+
 def test_unknown_ids_are_not_errors(base_url, retriever):
     # An unknown item is dropped (the pipeline drops items it has no vocabulary for), an
     # unknown brand or profile value is OOV: a request of unknown items only gets the fallback.

@@ -317,3 +317,20 @@ def split_loo(events: Sequence[Event]):
 
 def day_start(ts: int) -> int:
     return ts - ts % DAY
+
+
+def recent_first(history: Sequence[str]) -> list[str]:
+    """Distinct items of a time-ordered history, the most recently seen first."""
+    return list(dict.fromkeys(reversed(history)))
+
+
+def history_first(history: Sequence[str], ranked: Sequence[str], k: int) -> list[str]:
+    """The "first" history rule: the user's own items, most recently seen first, then `ranked`
+    without them; k items at most. The same for every system ranked and for the service (the
+    history is the request's, whether or not a system's catalogue has the item). On click logs
+    users come back to what they saw (the Taobao sample's validation day: 59 % of the users click
+    again an item of their history), which neither an item-to-item nor a user-vector score ranks
+    on its own."""
+    head = recent_first(history)[:k]
+    seen = set(head)
+    return head + [i for i in ranked if i not in seen][: k - len(head)]

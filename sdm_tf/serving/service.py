@@ -65,6 +65,9 @@ class RetrieveRequest(BaseModel):
     long_term: dict[str, list[str]] = Field(default_factory=dict, max_length=8)
     k: int = Field(default=100, ge=1, le=MAX_K)
     exclude_seen: bool = False
+    # The request's items first, most recent first (score null), then the retrieved items
+    # without them: bench_split's "first" history rule, for data where users come back.
+    history_first: bool = False
 
 
 class BatchRequest(BaseModel):
@@ -205,7 +208,7 @@ class Retriever:
         if live:
             vectors = self.vectors([queries[i] for i in live])
             k_max = max(
-                requests[i].k + (len(requests[i].events) if requests[i].exclude_seen else 0)
+                requests[i].k + (len(requests[i].events) if _drops_history(requests[i]) else 0)
                 for i in live
             )
             k_max = min(k_max, len(self.export.item_ids))
@@ -213,7 +216,7 @@ class Retriever:
                 scores, ids = I.search(self.index, augment_queries(vectors), k_max)
             for row, i in enumerate(live):
                 req = requests[i]
-                seen = {e.item for e in req.events} if req.exclude_seen else set()
+                seen = {e.item for e in req.events} if _drops_history(req) else set()
                 items, sc = [], []
                 for c, score in zip(ids[row], scores[row]):
                     if c < 0:
@@ -225,6 +228,11 @@ class Retriever:
                     sc.append(float(score))
                     if len(items) == req.k:
                         break
+                if req.history_first:
+                    ranked = items
+                    items = S.history_first(_time_ordered_items(req), ranked, req.k)
+                    score_of = dict(zip(ranked, sc))
+                    sc = [score_of.get(item) for item in items]
                 results[i] = {
                     "items": items,
                     "scores": sc,
@@ -242,6 +250,18 @@ class Retriever:
                     "fallback": True,
                 }
         return results
+
+
+def _drops_history(req: RetrieveRequest) -> bool:
+    return req.exclude_seen or req.history_first
+
+
+def _time_ordered_items(req: RetrieveRequest) -> list[str]:
+    """The request's items in time order (as sent where there are no timestamps)."""
+    order = range(len(req.events))
+    if all(e.timestamp is not None for e in req.events):
+        order = sorted(order, key=lambda i: (req.events[i].timestamp, i))
+    return [req.events[i].item for i in order]
 
 
 class Coalescer:

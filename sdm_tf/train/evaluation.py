@@ -14,6 +14,8 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+from sdm_tf.core.sessions import history_first, recent_first  # noqa: F401  (the rule, here too)
+
 
 def retrieval_metrics(
     truth: Mapping[str, Sequence[str]],
@@ -48,22 +50,6 @@ def retrieval_metrics(
     for (name, k), v in sums.items():
         out[f"{name}@{k}"] = v / m
     return out
-
-
-def recent_first(history: Sequence[str]) -> list[str]:
-    """Distinct items of a time-ordered history, the most recently seen first."""
-    return list(dict.fromkeys(reversed(history)))
-
-
-def history_first(history: Sequence[str], ranked: Sequence[str], k: int) -> list[str]:
-    """The "first" history rule: the user's own items, most recently seen first, then `ranked`
-    without them; k items at most. The same for every system ranked (the history is the
-    request's, whether or not a system's catalogue has the item). On click logs users come back
-    to what they saw (the Taobao sample's validation day: 59 % of the users click again an item of
-    their history), which neither an item-to-item nor a user-vector score ranks on its own."""
-    head = recent_first(history)[:k]
-    seen = set(head)
-    return head + [i for i in ranked if i not in seen][: k - len(head)]
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]], ks: Sequence[int]) -> str:

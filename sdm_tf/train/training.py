@@ -371,10 +371,7 @@ def rank_rules(
             for row, vals in zip(top.numpy(), values.numpy())
         ]
         out["excluded"] += excluded
-        out["first"] += [
-            E.history_first(h, ranked, k)
-            for h, ranked in zip(history[start : start + block], excluded)
-        ]
+        out["first"] += map(E.history_first, history[start : start + block], excluded, [k] * block)
     return out
 
 
@@ -396,11 +393,7 @@ def evaluate(
     """
     vocab = load_item_vocab(data_dir)
     users, vecs, truth_lists, history = user_vectors(model, data_dir, batch_size, split)
-    if history_rule is not None:
-        ranked = rank_rules(model, vocab, vecs, history, max(ks))[history_rule]
-    else:
-        ranked = rank(model, vocab, vecs, history if exclude_seen else None, max(ks))
-    predictions = dict(zip(users, ranked))
+    rule = history_rule or ("excluded" if exclude_seen else "kept")
+    predictions = dict(zip(users, rank_rules(model, vocab, vecs, history, max(ks))[rule]))
     truth = dict(zip(users, truth_lists))
-    metrics = E.retrieval_metrics(truth, predictions, ks)
-    return metrics, predictions, truth
+    return E.retrieval_metrics(truth, predictions, ks), predictions, truth
