@@ -231,7 +231,7 @@ def _inputs_and_labels(serialized):
 
 def test_make_examples_writes_held_out_test_queries_beside_validation():
     # Training events a,b,c,b: loo carves the last b as validation; the test query feeds all four
-    # (its history holds each item once, in order) and asks for c.
+    # (its history holds each item once, in the order last seen: a, c, b) and asks for c.
     events = [ev("u", x, T0 + 10 * i) for i, x in enumerate(["a", "b", "c", "b"])]
     grouped = [
         ("u", {"events": [events], "test_fed": [events], "test_truth": [["c"]]}),
@@ -258,7 +258,7 @@ def test_make_examples_writes_held_out_test_queries_beside_validation():
         )
         assert_that(
             out[F.TEST] | "T" >> beam.Map(fields),
-            equal_to([([2, 3, 4, 3], [b"c"], [b"a", b"b", b"c"])]),
+            equal_to([([2, 3, 4, 3], [b"c"], [b"a", b"c", b"b"])]),
             label="test",
         )
         # train/ stops before the validation target; train_all/ (the final fit) has it.
