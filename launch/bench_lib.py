@@ -6,9 +6,10 @@ own protocol (leave-one-out: each user's last training event; time: the last tra
 `test_queries.csv` supplies each test user's history, fed as that user's latest session plus
 long-term bags by the same session rules; `test_truth.jsonl` is the ground truth. Training keeps
 the best epoch on validation and stops early (`sdm_tf.train.validation`), which also decides the
-history rule: the user's history kept, excluded, or first (`evaluation.history_first`). Then the test split is ranked once, for SDM and
-for popularity and item-CF (`sdm_tf.train.baselines`) under the same history rule, and scored (with the
-split's `score.py` when one is found, and always with `sdm_tf.train.evaluation`).
+history rule: the user's history kept, excluded, or first (`sessions.history_first`). Then the
+test split is ranked once, for SDM and for popularity and item-CF (`sdm_tf.train.baselines`)
+under the same history rule, and scored (with the split's `score.py` when one is found, and
+always with `sdm_tf.train.evaluation`).
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def run(
                 "items",
             )
         },
-        "exclude_seen": {"kept": "no", "excluded": "yes", "first": "first"}[rule],
+        "exclude_seen": {r: flag for flag, r in RULE_OF.items()}[rule],
         "history_rule": rule,
         "validation": validation,
         "chosen_epoch": validation.get("best_epoch"),

@@ -100,11 +100,8 @@ def markdown(table: str, rows: list[tuple[str, list[dict], list[str]]], command:
 
 def finished_runs(out: str) -> list[dict]:
     """The summaries of every finished run under OUT/runs/ (of any table), each with its "_dir"."""
-    found = []
-    for path in sorted(glob.glob(os.path.join(out, "runs", "*", "bench_summary.json"))):
-        with open(path) as f:
-            found.append({**json.load(f), "_dir": os.path.dirname(path)})
-    return found
+    paths = sorted(glob.glob(os.path.join(out, "runs", "*", "bench_summary.json")))
+    return [{**_summary(os.path.dirname(p)), "_dir": os.path.dirname(p)} for p in paths]
 
 
 def has_profile(data_dir: str) -> bool:

@@ -293,7 +293,7 @@ def distinct_items(events: Iterable[Event]) -> list[str]:
 def last_seen_order(events: Sequence[Event]) -> list[str]:
     """Distinct items of time-ordered events, ordered by when each was last seen (the most
     recent last): what the "first" history rule ranks from the end."""
-    return list(dict.fromkeys(e.item for e in reversed(events)))[::-1]
+    return recent_first([e.item for e in events])[::-1]
 
 
 def split_time(events: Sequence[Event], test_day_start: int | None):

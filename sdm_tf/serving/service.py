@@ -230,7 +230,8 @@ class Retriever:
                         break
                 if req.history_first:
                     ranked = items
-                    items = S.history_first(_time_ordered_items(req), ranked, req.k)
+                    in_time = [e.item for e in S.sort_events(self.events(req))]
+                    items = S.history_first(in_time, ranked, req.k)
                     score_of = dict(zip(ranked, sc))
                     sc = [score_of.get(item) for item in items]
                 results[i] = {
@@ -254,14 +255,6 @@ class Retriever:
 
 def _drops_history(req: RetrieveRequest) -> bool:
     return req.exclude_seen or req.history_first
-
-
-def _time_ordered_items(req: RetrieveRequest) -> list[str]:
-    """The request's items in time order (as sent where there are no timestamps)."""
-    order = range(len(req.events))
-    if all(e.timestamp is not None for e in req.events):
-        order = sorted(order, key=lambda i: (req.events[i].timestamp, i))
-    return [req.events[i].item for i in order]
 
 
 class Coalescer:

@@ -335,10 +335,8 @@ def rank_rules(
     block: int = 2048,
     kept: bool = True,
 ) -> dict[str, list[list[str]]]:
-    """Top-k under the history rules from one scoring pass: {"kept": ..., "excluded": ...,
-    "first": ...} ("excluded": `history[u]` never returned; "first": `history[u]`'s items, the
-    most recent first, then the excluded ranking (`evaluation.history_first`); both only with
-    `history`, in time order; "kept" only if `kept`)."""
+    """Top-k under the history rules from one scoring pass: "kept" (only if `kept`), and with
+    `history` (time-ordered) "excluded" (never returned) and "first" (`sessions.history_first`)."""
     index = {item: c for c, item in enumerate(vocab)}
     table, bias = model.item_table, model.output_bias
     k = min(k, len(vocab))
@@ -394,6 +392,8 @@ def evaluate(
     vocab = load_item_vocab(data_dir)
     users, vecs, truth_lists, history = user_vectors(model, data_dir, batch_size, split)
     rule = history_rule or ("excluded" if exclude_seen else "kept")
-    predictions = dict(zip(users, rank_rules(model, vocab, vecs, history, max(ks))[rule]))
+    kept = rule == "kept"  # the other two rules need the history
+    ranked = rank_rules(model, vocab, vecs, None if kept else history, max(ks), kept=kept)[rule]
+    predictions = dict(zip(users, ranked))
     truth = dict(zip(users, truth_lists))
     return E.retrieval_metrics(truth, predictions, ks), predictions, truth
