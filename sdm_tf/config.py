@@ -156,6 +156,7 @@ class TrainConfig:
     decay_factor: float = 0.1
     decay_patience: int = 3
     decay_epoch: int = 0
+    weight_decay: float = 0.0  # AdamW's decoupled decay (0: Adam)
 
     EPOCHS_WITH_VALIDATION: typing.ClassVar[int] = 200
     EPOCHS_WITHOUT: typing.ClassVar[int] = 10

@@ -3,7 +3,9 @@
 import json
 import time
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from launch import evaluate as evaluate_launcher
 from sdm_tf import config as C
@@ -109,3 +111,15 @@ def test_evaluator_waits_for_the_chief_and_stops_at_its_marker(
     (model_dir / training.DONE_MARKER).write_text("{}")
     thread.join(timeout=30)
     assert not thread.is_alive() and len(results) == 1
+
+
+@pytest.mark.parametrize("weight_decay, factor", [(0.0, 1.0), (0.5, 0.95)])
+def test_weight_decay_shrinks_weights_by_rate_times_decay(preprocessed_dir, weight_decay, factor):
+    # A zero gradient leaves Adam's update at 0; AdamW's decoupled decay alone scales the
+    # variable by 1 - learning_rate * weight_decay = 1 - 0.1 * 0.5.
+    cfg = smoke("train.learning_rate=0.1", f"train.weight_decay={weight_decay}")
+    model = training.build_model(training.load_dataset_spec(str(preprocessed_dir)), cfg)
+    var = model.output_bias
+    var.assign(tf.ones_like(var))
+    model.optimizer.apply_gradients([(tf.zeros_like(var), var)])
+    assert var.numpy() == pytest.approx(np.full(var.shape, factor), rel=1e-6)

@@ -71,11 +71,11 @@ def dummy_inputs(spec: F.DatasetSpec) -> dict[str, tf.Tensor]:
 def build_model(spec: F.DatasetSpec, cfg: C.ExperimentConfig) -> SDM:
     model = SDM(spec, cfg.model)
     model(dummy_inputs(spec))
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(
-            learning_rate=cfg.train.learning_rate, global_clipnorm=cfg.train.clipnorm
-        )
-    )
+    t = cfg.train
+    # Decoupled weight decay (AdamW) on every variable when asked for; Adam otherwise.
+    opt = tf.keras.optimizers.AdamW if t.weight_decay else tf.keras.optimizers.Adam
+    wd = dict(weight_decay=t.weight_decay, jit_compile=False) if t.weight_decay else {}
+    model.compile(optimizer=opt(learning_rate=t.learning_rate, global_clipnorm=t.clipnorm, **wd))
     return model
 
 
