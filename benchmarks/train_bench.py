@@ -8,8 +8,8 @@ Times `fit` over --steps steps after a warm-up (tracing and the first batches ex
 input pipeline (gzip TFRecords, parsing, length bucketing), so input cost is included.
 Training pairs/s counts (history -> next item) targets: positions with a label.
 --threads N pins TensorFlow's intra- and inter-op pools to N threads (1: a per-core figure).
---input_only times the input pipeline alone (the split of a step in docs/performance.md comes
-from it and from runs with blocks switched off).
+--input_only times the input pipeline alone. --profile DIR traces --profile_steps more steps
+with `tf.profiler` (after the timed run) and reports their op time by block (step_profile.py).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads
 
 import tensorflow as tf  # noqa: E402
 
+from benchmarks import step_profile  # noqa: E402
 from pipelines import preprocess, synthetic  # noqa: E402
 from sdm_tf import config as C  # noqa: E402
 from sdm_tf.core import features as F  # noqa: E402
@@ -46,6 +47,8 @@ def main(argv=None) -> dict:
     ap.add_argument(
         "--input_only", action="store_true", help="time the input pipeline alone (no training)"
     )
+    ap.add_argument("--profile", default="", help="trace steps into this dir, split by block")
+    ap.add_argument("--profile_steps", type=int, default=40)
     a = ap.parse_args(argv)
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)
@@ -82,6 +85,12 @@ def main(argv=None) -> dict:
     else:
         model.fit(ds, epochs=1, steps_per_epoch=a.steps, verbose=0)
     seconds = time.perf_counter() - start
+    split = {}
+    if a.profile and not a.input_only:
+        tf.profiler.experimental.start(a.profile)
+        model.fit(ds, epochs=1, steps_per_epoch=a.profile_steps, verbose=0)
+        tf.profiler.experimental.stop()
+        split = step_profile.block_split(a.profile, a.profile_steps)
     examples = a.steps * cfg.train.batch_size
     result = {
         "preset": a.preset,
@@ -98,6 +107,8 @@ def main(argv=None) -> dict:
         "input_only": a.input_only,
         "ms_per_step": round(1000 * seconds / a.steps, 1),
     }
+    if split:  # op time under the profiler (it adds its own overhead), ms per step
+        result["profile_ms_per_step"] = split
     print(json.dumps(result, indent=1))
     return result
 

@@ -318,11 +318,12 @@ class SDM(tfrs.models.Model):
     def full_softmax_loss(self, vectors: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
         """Cross-entropy over every item, the `next_n` labels weighted 1/next_n each (the
         target distribution `tf.nn.sampled_softmax_loss` uses). [M, d], [M, n] -> [M]."""
-        logits = self.score(vectors)  # [M, C]
-        if classes.shape[-1] == 1:  # the fused kernel: no [M, C] log-probabilities kept
-            return tf.nn.sparse_softmax_cross_entropy_with_logits(classes[:, 0], logits)
-        log_probs = tf.nn.log_softmax(logits)
-        return -tf.reduce_mean(tf.gather(log_probs, classes, batch_dims=1), axis=-1)
+        with tf.name_scope("full_softmax"):  # a block of its own in profiles
+            logits = self.score(vectors)  # [M, C]
+            if classes.shape[-1] == 1:  # the fused kernel: no [M, C] log-probabilities kept
+                return tf.nn.sparse_softmax_cross_entropy_with_logits(classes[:, 0], logits)
+            log_probs = tf.nn.log_softmax(logits)
+            return -tf.reduce_mean(tf.gather(log_probs, classes, batch_dims=1), axis=-1)
 
     def score(self, user_vectors: tf.Tensor) -> tf.Tensor:
         """Exact scores against every item: [B, num_items]."""
