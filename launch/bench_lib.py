@@ -208,6 +208,7 @@ def run(
             k_: stats.get(k_, 0)
             for k_ in (
                 "train_examples",
+                "train_examples_without_long_term",
                 "eval_examples",
                 "test_examples",
                 "train_all_examples",
@@ -235,7 +236,7 @@ def run(
             "baselines": t4 - t3,
             "total": time.perf_counter() - t0,
         },
-        "config": cfg.to_dict(),
+        "config": C.load_config(os.path.join(output_dir, "model")).to_dict(),  # as resolved
     }
     if "score_py" in table["SDM"]:
         summary["score_py"] = table["SDM"]["score_py"]

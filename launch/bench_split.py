@@ -11,6 +11,7 @@ from absl import flags
 from launch import bench_lib as bench_split
 from launch import common
 from launch.preprocess import quiet_beam
+from sdm_tf import config as C
 from sdm_tf.train import evaluation as E
 
 SPLIT = common.SPLIT
@@ -63,9 +64,12 @@ def main(argv):
     print(E.format_table(rows, (20, 50)))
     val = summary["validation"] or {}
     cfg = summary["config"]
+    share = C.long_term_empty_share(summary["preprocess_stats"])
     print(
         f"preset {cfg['preset']}, variant {cfg['variant']} "
-        f"({summary['train']['blocks']}), "
+        f"({summary['train']['blocks']}"
+        + (f"; {share:.0%} of the training examples have no long-term history" if share else "")
+        + "), "
         f"{summary['train']['objective']}; "
         f"chosen epoch {val.get('best_epoch')} (validation {val.get('metric')} "
         f"{val.get('best', float('nan')):.4f}), history rule {summary['history_rule']}"

@@ -7,12 +7,14 @@ split scored once), mean ± std over seeds:
 * Table 2: popularity, item-CF, YouTube DNN, GRU4Rec and SDMMA / PSDMMA / PSDMMAL / PSDMMAL-N as
   the paper has them (without profile features the user attention gets a learned query), and
   PSDMMAL as sdm runs it (without profile features: no user attention);
-* Table 3: multi-head self-attention with 1 / 2 / 4 / 8 heads (PSDMMAL as sdm runs it);
+* Table 3: multi-head self-attention with 1 / 2 / 4 / 8 heads (PSDMMAL as sdm runs it, with the
+  paper's long-term rule: every user's short and long term fused);
 * Table 4: fusion multiply / concat / add / gate, and side information off (PSDMMAL-NoS), the
-  same.
+  same (where almost no example has a long-term history sdm's default skips the fusion, which
+  would leave the table nothing to compare).
 
-The split is preprocessed once, and a configuration that appears in several tables (sdm's
-PSDMMAL is Table 3's 4 heads and Table 4's gate) is run once per seed. `--jobs N` runs N cells
+The split is preprocessed once, and a configuration that appears in several tables (Table 3's
+4 heads is Table 4's gate; on most data sets both are sdm's PSDMMAL) is run once per seed. `--jobs N` runs N cells
 at a time, each in its own process with its share of the cores. Writes O/table<N>.md (with the
 command that made it) and each run's bench_summary.json under O/runs/; a run that fails is shown
 as failed, never as a number. Resumable: finished cells are read, not run again.
@@ -46,6 +48,7 @@ METRICS = ("HitRate", "Recall", "Precision", "F1", "NDCG")
 KS = (20, 50)
 
 PAPER_QUERY = "model.user_attention_without_profile=true"
+PAPER_LONG_TERM = "model.empty_long_term=fuse"
 # Each table: rows of (label, preset-level overrides, variant). A label's part before " (" names
 # its run directory.
 TABLES = {
@@ -60,9 +63,14 @@ TABLES = {
         ("PSDMMAL-N (learned query without a profile)", [PAPER_QUERY], "PSDMMAL-N"),
         ("PSDMMAL as sdm runs it (no user attention without a profile)", [], "PSDMMAL"),
     ],
-    "3": [(f"{h} head{'s' * (h > 1)}", [f"model.num_heads={h}"], "PSDMMAL") for h in (1, 2, 4, 8)],
-    "4": [(f"fusion {f}", [f"model.fusion={f}"], "PSDMMAL") for f in C.FUSIONS[::-1]]
-    + [("PSDMMAL-NoS (no side information)", [], "PSDMMAL-NoS")],
+    "3": [
+        (f"{h} head{'s' * (h > 1)}", [f"model.num_heads={h}", PAPER_LONG_TERM], "PSDMMAL")
+        for h in (1, 2, 4, 8)
+    ],
+    "4": [
+        (f"fusion {f}", [f"model.fusion={f}", PAPER_LONG_TERM], "PSDMMAL") for f in C.FUSIONS[::-1]
+    ]
+    + [("PSDMMAL-NoS (no side information)", [PAPER_LONG_TERM], "PSDMMAL-NoS")],
 }
 
 
@@ -104,19 +112,24 @@ def finished_runs(out: str) -> list[dict]:
     return [{**_summary(os.path.dirname(p)), "_dir": os.path.dirname(p)} for p in paths]
 
 
+def _read_json(path: str) -> dict:
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def has_profile(data_dir: str) -> bool:
     """Whether the preprocessed split (once it exists) carries profile features."""
-    spec = os.path.join(data_dir, "dataset_spec.json")
-    if not os.path.exists(spec):
-        return False
-    with open(spec) as f:
-        return bool(json.load(f).get("profile_features"))
+    return bool(_read_json(os.path.join(data_dir, "dataset_spec.json")).get("profile_features"))
 
 
-def effective(config: dict, profile: bool) -> dict:
-    """A run's config as it acts on the data: with profile features the query rule is moot.
-    Configs saved before the rule existed load as they ran (`ExperimentConfig.from_dict`)."""
-    config = json.loads(json.dumps(C.ExperimentConfig.from_dict(config).to_dict()))
+def effective(config: dict, profile: bool, stats: dict | None = None) -> dict:
+    """A run's config as it acts on the data: with profile features the query rule is moot, and
+    "auto" settings are what the data's `stats` decide. Configs saved before the rules existed
+    load as they ran (`ExperimentConfig.from_dict`)."""
+    cfg = C.resolve_auto(C.ExperimentConfig.from_dict(config), stats or {})
+    config = json.loads(json.dumps(cfg.to_dict()))
     if profile:
         config["model"]["user_attention_without_profile"] = False
     return config
@@ -137,7 +150,8 @@ def plan(out: str, tables: Sequence[str], seeds: int) -> list[Cell]:
     one already finished or planned (PSDMMAL is also Table 3's 4 heads and Table 4's gate) points
     at that run instead of running again."""
     profile = has_profile(os.path.join(out, "data"))
-    seen = {json.dumps(effective(r["config"], profile), sort_keys=True): r["_dir"]
+    stats = _read_json(os.path.join(out, "data", "stats.json"))
+    seen = {json.dumps(effective(r["config"], profile, stats), sort_keys=True): r["_dir"]
             for r in finished_runs(out)}  # fmt: skip
     cells = []
     for table in tables:
@@ -146,7 +160,7 @@ def plan(out: str, tables: Sequence[str], seeds: int) -> list[Cell]:
                 slug = label.split(" (")[0].replace(" ", "_").lower()
                 run_dir = os.path.join(out, "runs", f"t{table}_{slug}_s{seed}")
                 cfg = C.get_config("default", variant, [*overrides, f"train.seed={seed}"])
-                key = json.dumps(effective(cfg.to_dict(), profile), sort_keys=True)
+                key = json.dumps(effective(cfg.to_dict(), profile, stats), sort_keys=True)
                 done = os.path.exists(os.path.join(run_dir, "bench_summary.json"))
                 same = None if done else seen.get(key)
                 seen.setdefault(key, run_dir)
@@ -187,8 +201,9 @@ def run_tables(
     split is preprocessed) and returns each table's markdown. Resumable: a finished cell is read,
     not run again."""
     data_dir = os.path.join(out, "data")
-    if (jobs > 1 or executor) and not os.path.exists(os.path.join(data_dir, "stats.json")):
-        bench_lib.preprocess_split(split, data_dir, pipeline_args)  # once, before the workers
+    if not os.path.exists(os.path.join(data_dir, "stats.json")):
+        # Once, before any cell: the cells share it, and the plan reads its stats.
+        bench_lib.preprocess_split(split, data_dir, pipeline_args)
     cells = plan(out, tables, seeds)
     todo = [c for c in cells if c.same_as is None and not _summary(c.run_dir)]
     failures: dict[str, str] = {}

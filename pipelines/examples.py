@@ -64,6 +64,10 @@ class MakeExamplesFn(beam.DoFn):
             sessions=len(lengths),
             session_events=sum(lengths),
             train_examples=len(records),
+            # "auto" settings read it (sdm_tf.config.resolve_auto)
+            train_examples_without_long_term=sum(
+                not any(r[F.long_key(f)] for f in self.enc.item_features) for r in records
+            ),
             users=1 if events else 0,
         )
         for rec in records:
@@ -147,6 +151,7 @@ def finalize_stats(counts: Mapping[str, int]) -> dict:
         "items": counts.get("items", 0),
         "sessions": sessions,
         "train_examples": counts.get("train_examples", 0),
+        "train_examples_without_long_term": counts.get("train_examples_without_long_term", 0),
         "eval_examples": counts.get("eval_examples", 0),
         "avg_session_length": (counts.get("session_events", 0) / sessions) if sessions else 0.0,
     }

@@ -70,3 +70,27 @@ def test_epochs_zero_means_early_stopping_with_validation():
     assert train.resolved_epochs(validating=True) == C.TrainConfig.EPOCHS_WITH_VALIDATION == 200
     assert train.resolved_epochs(validating=False) == C.TrainConfig.EPOCHS_WITHOUT == 10
     assert C.get_config("default", overrides=["train.epochs=7"]).train.resolved_epochs(True) == 7
+
+
+@pytest.mark.parametrize(
+    "stats, rule",
+    [
+        ({"train_examples": 100, "train_examples_without_long_term": 95}, "short_term"),
+        ({"train_examples": 100, "train_examples_without_long_term": 90}, "short_term"),
+        ({"train_examples": 100, "train_examples_without_long_term": 89}, "fuse"),
+        ({"train_examples": 100}, "fuse"),  # preprocessed before the count existed
+        ({}, "fuse"),
+    ],
+)
+def test_empty_long_term_auto_follows_the_share_of_examples_without_history(stats, rule):
+    cfg = C.get_config("default", "PSDMMAL")
+    assert cfg.model.empty_long_term == "auto"
+    resolved = C.resolve_auto(cfg, stats)
+    assert resolved.model.empty_long_term == rule
+    assert cfg.model.empty_long_term == "auto"  # the caller's config is left as it was
+
+
+def test_an_explicit_empty_long_term_is_kept():
+    cfg = C.get_config("default", "PSDMMAL", ["model.empty_long_term=fuse"])
+    stats = {"train_examples": 10, "train_examples_without_long_term": 10}
+    assert C.resolve_auto(cfg, stats).model.empty_long_term == "fuse"

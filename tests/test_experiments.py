@@ -16,6 +16,12 @@ def summary(value, epoch=5, seconds=10.0):
     return {"systems": systems, "chosen_epoch": epoch, "seconds": {"total": seconds}}
 
 
+def preprocessed(out, stats=None):
+    """The split's data dir as the tables find it once preprocessed (they preprocess first)."""
+    (out / "data").mkdir()
+    (out / "data" / "stats.json").write_text(json.dumps(stats or {}))
+
+
 def test_cells_are_mean_and_std_over_seeds():
     runs = [summary(0.1), summary(0.2), summary(0.3)]
     assert X.cell(runs, "SDM", "NDCG@20") == "0.2000 ± 0.1000"
@@ -32,6 +38,7 @@ def test_run_table_reports_a_failed_cell_as_failed(monkeypatch, tmp_path):
         return summary(0.1 * cfg.model.num_heads, epoch=cfg.model.num_heads)
 
     monkeypatch.setattr(X.bench_lib, "run", fake_run)
+    preprocessed(tmp_path)
     text = X.run_table("split", str(tmp_path), "3", seeds=2, pipeline_args=[])
     assert len(calls) == 8 and all(reuse for _, _, reuse in calls)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if "head" in line}
@@ -53,6 +60,7 @@ def test_a_configuration_in_several_tables_runs_once_per_seed(monkeypatch, tmp_p
         return result
 
     monkeypatch.setattr(X.bench_lib, "run", fake_run)
+    preprocessed(tmp_path)
     X.run_table("split", str(tmp_path), "3", seeds=2, pipeline_args=[])
     text = X.run_table("split", str(tmp_path), "4", seeds=2, pipeline_args=[])
     # Table 4's gate is Table 3's 4 heads: 2 x 4 + 2 x 4 runs, not 2 x 9.
@@ -104,8 +112,7 @@ def test_cells_run_in_parallel_workers_and_failures_stay_failures(monkeypatch, t
         return result
 
     monkeypatch.setattr(X.bench_lib, "run", fake_run)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "stats.json").write_text("{}")  # preprocessed already
+    preprocessed(tmp_path)
     pool = concurrent.futures.ThreadPoolExecutor(2)
     texts = X.run_tables("split", str(tmp_path), ["3", "4"], 1, [], executor=pool)
     assert sorted(calls) == sorted(
@@ -142,3 +149,18 @@ def test_cells_run_for_real_in_two_spawned_processes(monkeypatch, tmp_path):
         with open(out / "runs" / f"t3_{h}_heads_s0" / "bench_summary.json") as f:
             assert json.load(f)["config"]["model"]["num_heads"] == h
     assert len(list(out.glob("data/stats.json"))) == 1 and not list(out.glob("runs/*/data"))
+
+
+@pytest.mark.parametrize("empty, same", [(95, False), (40, True)])
+def test_tables_3_and_4_keep_the_papers_long_term_rule(empty, same):
+    # sdm's default decides from the data (short term alone where >= 90 % of the examples have
+    # no long-term history); the heads and fusion tables keep the paper's fusion for everyone,
+    # so their 4-heads / gate cell is sdm's default run only where the two rules agree.
+    from sdm_tf import config as C
+
+    stats = {"train_examples": 100, "train_examples_without_long_term": empty}
+    sdm = C.get_config("default", "PSDMMAL").to_dict()
+    label, overrides, variant = X.TABLES["3"][2]
+    assert label == "4 heads"
+    heads4 = C.get_config("default", variant, overrides).to_dict()
+    assert (X.effective(sdm, False, stats) == X.effective(heads4, False, stats)) is same

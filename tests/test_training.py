@@ -24,7 +24,13 @@ def test_train_resumes_from_the_last_checkpoint(preprocessed_dir, tmp_path):
     assert second["initial_epoch"] == 1 and second["optimizer_steps"] == 10
     again = training.train(smoke("train.epochs=2"), data, str(tmp_path), verbose=0)
     assert again["initial_epoch"] == 2 and again["optimizer_steps"] == 10
-    assert json.loads((tmp_path / "config.json").read_text())["variant"] == "PSDMMAL-N"
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["variant"] == "PSDMMAL-N"
+    # "auto" is decided from the data and saved as decided: the synthetic users come back in
+    # later sessions, so most examples have a long-term history and the paper's rule holds.
+    stats = training.load_stats(data)
+    assert stats["train_examples_without_long_term"] < 0.9 * stats["train_examples"]
+    assert saved["model"]["empty_long_term"] == "fuse"
     assert list((tmp_path / "logs").iterdir())  # TensorBoard events
 
 

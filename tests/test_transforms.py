@@ -222,6 +222,17 @@ def test_make_examples_loo():
         )
 
 
+def test_make_examples_counts_training_examples_without_long_term_history():
+    # Two sessions 2,000 s apart (gap 600): the first has nothing before it; the second has the
+    # first (a, b) in its 7-day window. "auto" settings read the count (config.resolve_auto).
+    events = [ev("u", x, T0 + t) for x, t in [("a", 0), ("b", 10), ("c", 2000), ("a", 2010)]]
+    fn = X.MakeExamplesFn(S.SessionConfig(next_n=2), "none")
+    out = list(fn.process(("u", {"events": [events], "profile": [{"age": "3"}]}), _vocabs(), None))
+    (stats,) = [o.value for o in out if o.tag == R.STATS]
+    assert stats["train_examples"] == 2
+    assert stats["train_examples_without_long_term"] == 1
+
+
 def _inputs_and_labels(serialized):
     import tensorflow as tf
 

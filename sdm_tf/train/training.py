@@ -151,6 +151,7 @@ def train(
     strategy = strategy or tf.distribute.get_strategy()
     tf.keras.utils.set_random_seed(cfg.train.seed)  # initialisation and sampling follow the seed
     spec = load_dataset_spec(data_dir)
+    cfg = C.resolve_auto(cfg, load_stats(data_dir))  # the model dir keeps what it decided
     C.save_config(cfg, model_dir)
     with tf.io.gfile.GFile(os.path.join(model_dir, "dataset_spec.json"), "w") as f:
         f.write(spec.to_json())
