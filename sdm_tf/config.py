@@ -109,6 +109,7 @@ class ModelConfig:
     full_softmax_max_items: int = 20_000
     next_n: int = 1
     loss_positions: str = "all"
+    mask_inputs: str = "off"
 
     def validate(self) -> None:
         if self.kind not in MODEL_KINDS:

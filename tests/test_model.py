@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
-from sdm_tf.model.sdm import SDM, UserTower
+from sdm_tf.model.sdm import SDM, UserTower, input_classes
 
 SPEC = F.DatasetSpec(
     item_features=("item", "leaf_category", "brand"),
@@ -282,3 +282,44 @@ def test_the_logged_loss_is_the_epochs_mean_not_its_last_batch():
     history = model.fit(data, epochs=2, verbose=0).history
     assert history["loss"] == pytest.approx([np.mean(losses)] * 2, rel=1e-5)
     assert "epoch_loss" not in history
+
+
+def test_input_classes_by_hand():
+    # One session 5, 6, 5 (classes 3, 4, 3) with the bag 7, pad (class 5); labels 4, 3, 9.
+    # Position 0 sees {3} + bag {5}; position 1 sees {3, 4} but 3 is its label; position 2
+    # sees 3, 4, 3 (the repeat listed twice: the same update) and the bag.
+    x = {
+        F.short_key(F.ITEM): tf.constant([[5, 6, 5]], tf.int64),
+        F.long_key(F.ITEM): tf.constant([[7, 0]], tf.int64),
+    }
+    mask = tf.constant([[True, True, True]])
+    labels = tf.constant([[4], [3], [9]], tf.int64)
+    got = input_classes(x, mask, labels).numpy().tolist()
+    assert got == [[0, 3], [0, 5], [1, 4], [1, 5], [2, 3], [2, 4], [2, 3], [2, 5]]
+    # Padded positions are not rows: only position 1 of a length-2 session, here row 0.
+    got = input_classes(x, tf.constant([[False, True, False]]), labels[1:2]).numpy().tolist()
+    assert got == [[0, 4], [0, 5]]
+
+
+def test_masked_inputs_leave_the_softmax_by_hand():
+    model = SDM(SPEC, smoke("PSDMMAL", "model.num_sampled=1000", "model.mask_inputs=on"))
+    assert model.full_softmax
+    x = batch()
+    loss = float(model.compute_loss(x))
+    o = model.tower(x).numpy()
+    logits = np.einsum("btd,cd->btc", o, model.item_table.numpy()) + model.output_bias.numpy()
+    labels = x[F.LABEL].numpy() - F.NUM_RESERVED
+    short = x[F.short_key(F.ITEM)].numpy() - F.NUM_RESERVED
+    bag = x[F.long_key(F.ITEM)].numpy() - F.NUM_RESERVED
+    terms = []
+    for b, n in enumerate(x[F.LENGTH].numpy()):
+        for t in range(n):
+            seen = {c for c in [*short[b, : t + 1], *bag[b]] if c >= 0} - {labels[b, t]}
+            z = np.array([v for c, v in enumerate(logits[b, t]) if c not in seen])
+            lse = np.log(np.exp(z - z.max()).sum()) + z.max()
+            terms.append(lse - logits[b, t, labels[b, t]])
+    assert loss == pytest.approx(np.mean(terms), rel=1e-4)
+    unmasked = SDM(SPEC, smoke("PSDMMAL", "model.num_sampled=1000"))
+    unmasked(x)
+    unmasked.set_weights(model.get_weights())
+    assert float(unmasked.compute_loss(x)) > loss  # the masked items held probability

@@ -273,7 +273,10 @@ class SDM(tfrs.models.Model):
         vectors = tf.boolean_mask(outputs, mask)  # [M, d]
         classes = tf.boolean_mask(labels, mask)  # [M, next_n]
         if self.full_softmax:
-            losses = self.full_softmax_loss(vectors, classes)
+            masked = None
+            if self.cfg.mask_inputs == "on":
+                masked = input_classes(inputs, mask, classes)
+            losses = self.full_softmax_loss(vectors, classes, masked)
         else:
             sampled_values = None
             num_sampled = self.cfg.num_sampled
@@ -315,11 +318,17 @@ class SDM(tfrs.models.Model):
             return f"exact softmax over {self.num_classes:,} items"
         return f"sampled softmax, {self.cfg.num_sampled:,} negatives of {self.num_classes:,} items"
 
-    def full_softmax_loss(self, vectors: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+    def full_softmax_loss(
+        self, vectors: tf.Tensor, classes: tf.Tensor, masked: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """Cross-entropy over every item, the `next_n` labels weighted 1/next_n each (the
-        target distribution `tf.nn.sampled_softmax_loss` uses). [M, d], [M, n] -> [M]."""
+        target distribution `tf.nn.sampled_softmax_loss` uses). [M, d], [M, n] -> [M].
+        `masked` [K, 2]: (row, class) pairs left out of the softmax (`input_classes`)."""
         with tf.name_scope("full_softmax"):  # a block of its own in profiles
             logits = self.score(vectors)  # [M, C]
+            if masked is not None:
+                fill = tf.fill(tf.shape(masked)[:1], tf.constant(-1e9, logits.dtype))
+                logits = tf.tensor_scatter_nd_update(logits, masked, fill)
             if classes.shape[-1] == 1:  # the fused kernel: no [M, C] log-probabilities kept
                 return tf.nn.sparse_softmax_cross_entropy_with_logits(classes[:, 0], logits)
             log_probs = tf.nn.log_softmax(logits)
@@ -328,3 +337,24 @@ class SDM(tfrs.models.Model):
     def score(self, user_vectors: tf.Tensor) -> tf.Tensor:
         """Exact scores against every item: [B, num_items]."""
         return tf.matmul(user_vectors, self.item_table, transpose_b=True) + self.output_bias
+
+
+def input_classes(inputs: Mapping[str, tf.Tensor], mask: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """(row, class) of every item a position has in its input (the session up to and including
+    it, and the long-term item bag) other than its own labels: [K, 2], rows numbering the
+    positions of `mask` [B, T] in `tf.boolean_mask` order; `labels` [M, n] are those positions'
+    classes. On data where users do not come back to an item these can never be the next one,
+    and evaluation leaves the history out of the ranking: the softmax leaves them out too."""
+    short = inputs[F.short_key(F.ITEM)]  # [B, T]
+    steps = tf.shape(mask)[1]
+    short = short[:, :steps]
+    prefix = tf.linalg.band_part(tf.ones([steps, steps], tf.bool), -1, 0)  # [t, j]: j <= t
+    ids = tf.where(prefix[tf.newaxis], short[:, tf.newaxis, :], tf.zeros_like(short)[:, None])
+    bag = inputs[F.long_key(F.ITEM)]  # [B, L]
+    bag = tf.tile(bag[:, tf.newaxis, :], [1, steps, 1])
+    ids = tf.boolean_mask(tf.concat([ids, bag], axis=-1), mask)  # [M, T + L]
+    classes = ids - F.NUM_RESERVED  # padding and OOV below 0
+    own = tf.reduce_any(classes[:, :, tf.newaxis] == labels[:, tf.newaxis, :], axis=-1)
+    keep = tf.logical_and(classes >= 0, tf.logical_not(own))
+    where = tf.where(keep)  # [K, 2]: (row, input slot)
+    return tf.stack([where[:, 0], tf.gather_nd(classes, where)], axis=1)
