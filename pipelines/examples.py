@@ -68,6 +68,8 @@ class MakeExamplesFn(beam.DoFn):
             train_examples_without_long_term=sum(
                 not any(r[F.long_key(f)] for f in self.enc.item_features) for r in records
             ),
+            train_labels=sum(len(r[F.LABEL]) for r in records),
+            train_labels_in_input=sum(S.labels_in_input(r) for r in records),
             users=1 if events else 0,
         )
         for rec in records:
@@ -152,6 +154,8 @@ def finalize_stats(counts: Mapping[str, int]) -> dict:
         "sessions": sessions,
         "train_examples": counts.get("train_examples", 0),
         "train_examples_without_long_term": counts.get("train_examples_without_long_term", 0),
+        "train_labels": counts.get("train_labels", 0),
+        "train_labels_in_input": counts.get("train_labels_in_input", 0),
         "eval_examples": counts.get("eval_examples", 0),
         "avg_session_length": (counts.get("session_events", 0) / sessions) if sessions else 0.0,
     }

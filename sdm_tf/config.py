@@ -36,6 +36,10 @@ EMPTY_LONG_TERM = ("auto", "fuse", "short_term")
 # Amazon Beauty (99.3 % of its examples without a long-term history: reviews spaced 60 s apart
 # fall into one session) and lost on MovieLens-small (41 %); the Taobao sample has 7 %.
 EMPTY_LONG_TERM_SHARE = 0.9
+MASK_INPUTS = ("auto", "on", "off")
+# "auto": "on" where fewer than this share of the training labels repeat an item of their
+# input (MovieLens-small and Amazon Beauty: none; the Taobao sample: 19 %), else "off".
+MASK_INPUTS_REPEAT_SHARE = 0.05
 
 
 @dataclasses.dataclass
@@ -82,6 +86,10 @@ class ModelConfig:
         bound. 0: always sample.
       next_n: labels per position (1: next item; N: PSDMMAL-N).
       loss_positions: "all" valid positions of the session, or the "last" one only.
+      mask_inputs: "on": the exact softmax leaves out the items a position has in its input
+        (session so far, long-term item bag) other than its labels, as evaluation leaves the
+        history out of the ranking; "off"; "auto": "on" where labels almost never repeat an
+        input item (`MASK_INPUTS_REPEAT_SHARE`). The sampled softmax never masks.
     """
 
     kind: str = "sdm"
@@ -118,6 +126,8 @@ class ModelConfig:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.empty_long_term not in EMPTY_LONG_TERM:
             raise ValueError(f"empty_long_term must be one of {EMPTY_LONG_TERM}")
+        if self.mask_inputs not in MASK_INPUTS:
+            raise ValueError(f"mask_inputs must be one of {MASK_INPUTS}")
         if self.loss_positions not in LOSS_POSITIONS:
             raise ValueError(f"loss_positions must be one of {LOSS_POSITIONS}")
         if self.dim % self.num_heads:
@@ -313,13 +323,24 @@ def long_term_empty_share(stats: Mapping[str, Any]) -> float | None:
     return None if empty is None or not total else empty / total
 
 
+def repeat_share(stats: Mapping[str, Any]) -> float | None:
+    """The share of training labels that repeat an item of their input (None: not counted)."""
+    repeats, total = stats.get("train_labels_in_input"), stats.get("train_labels")
+    return None if repeats is None or not total else repeats / total
+
+
 def resolve_auto(cfg: ExperimentConfig, stats: Mapping[str, Any]) -> ExperimentConfig:
     """`cfg` with its data-driven settings decided from the data's stats.json."""
-    if cfg.model.empty_long_term != "auto":
-        return cfg
-    share = long_term_empty_share(stats)
-    rule = "short_term" if share is not None and share >= EMPTY_LONG_TERM_SHARE else "fuse"
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, empty_long_term=rule))
+    model = cfg.model
+    if model.empty_long_term == "auto":
+        share = long_term_empty_share(stats)
+        rule = "short_term" if share is not None and share >= EMPTY_LONG_TERM_SHARE else "fuse"
+        model = dataclasses.replace(model, empty_long_term=rule)
+    if model.mask_inputs == "auto":
+        share = repeat_share(stats)
+        on = share is not None and share < MASK_INPUTS_REPEAT_SHARE
+        model = dataclasses.replace(model, mask_inputs="on" if on else "off")
+    return dataclasses.replace(cfg, model=model)
 
 
 CONFIG_FILE = "config.json"

@@ -94,3 +94,15 @@ def test_an_explicit_empty_long_term_is_kept():
     cfg = C.get_config("default", "PSDMMAL", ["model.empty_long_term=fuse"])
     stats = {"train_examples": 10, "train_examples_without_long_term": 10}
     assert C.resolve_auto(cfg, stats).model.empty_long_term == "fuse"
+
+
+@pytest.mark.parametrize(
+    "repeats, rule",
+    [(0, "on"), (4, "on"), (5, "off"), (19, "off"), (None, "off")],
+)
+def test_mask_inputs_auto_follows_the_share_of_repeated_labels(repeats, rule):
+    stats = {"train_labels": 100}
+    if repeats is not None:
+        stats["train_labels_in_input"] = repeats
+    cfg = C.get_config("default", "PSDMMAL", ["model.mask_inputs=auto"])
+    assert C.resolve_auto(cfg, stats).model.mask_inputs == rule

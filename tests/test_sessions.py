@@ -238,3 +238,11 @@ def test_config_validation():
         S.SessionConfig(min_session_length=1)
     with pytest.raises(ValueError):
         S.SessionConfig(max_session_length=1)
+
+
+def test_labels_in_input_counts_repeats_of_the_session_so_far_and_the_bag():
+    # Position 0 has seen 5 (+ bag 9): label 6 is new; position 1 has seen 5, 6: label 5
+    # repeats; position 2: label 9 is in the bag.
+    record = {F.short_key(F.ITEM): [5, 6, 5], F.LABEL: [6, 5, 9], F.long_key(F.ITEM): [9]}
+    assert S.labels_in_input(record) == 2
+    assert S.labels_in_input({**record, F.long_key(F.ITEM): []}) == 1

@@ -231,6 +231,8 @@ def test_make_examples_counts_training_examples_without_long_term_history():
     (stats,) = [o.value for o in out if o.tag == R.STATS]
     assert stats["train_examples"] == 2
     assert stats["train_examples_without_long_term"] == 1
+    # Labels: b (after a), then a (after c) -- a is in the second session's bag: a repeat.
+    assert stats["train_labels"] == 2 and stats["train_labels_in_input"] == 1
 
 
 def _inputs_and_labels(serialized):

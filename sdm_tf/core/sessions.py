@@ -264,6 +264,17 @@ def train_records(
     return records, [len(c) for c in chunks]
 
 
+def labels_in_input(record: Mapping) -> int:
+    """How many of a training record's labels repeat an item of their position's input (the
+    session up to it, or the long-term item bag): users coming back to items they had."""
+    seen = set(record[F.long_key(F.ITEM)])
+    repeats = 0
+    for item, label in zip(record[F.short_key(F.ITEM)], record[F.LABEL]):
+        seen.add(item)
+        repeats += label in seen
+    return repeats
+
+
 def query_record(
     user: str,
     fed: Sequence[Event],

@@ -315,7 +315,8 @@ class SDM(tfrs.models.Model):
     def objective(self) -> str:
         """The training objective in words (the launchers print it: the choice is automatic)."""
         if self.full_softmax:
-            return f"exact softmax over {self.num_classes:,} items"
+            masked = ", inputs left out" if self.cfg.mask_inputs == "on" else ""
+            return f"exact softmax over {self.num_classes:,} items{masked}"
         return f"sampled softmax, {self.cfg.num_sampled:,} negatives of {self.num_classes:,} items"
 
     def full_softmax_loss(
