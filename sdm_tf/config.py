@@ -117,7 +117,7 @@ class ModelConfig:
     full_softmax_max_items: int = 20_000
     next_n: int = 1
     loss_positions: str = "all"
-    mask_inputs: str = "off"
+    mask_inputs: str = "auto"
 
     def validate(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -199,8 +199,10 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ExperimentConfig:
-        # Configs saved before `user_attention_without_profile` existed ran the learned query.
-        model = ModelConfig(**{"user_attention_without_profile": True, **d.get("model", {})})
+        # Configs saved before `user_attention_without_profile` existed ran the learned query,
+        # and before `mask_inputs` the softmax over every item.
+        before = {"user_attention_without_profile": True, "mask_inputs": "off"}
+        model = ModelConfig(**{**before, **d.get("model", {})})
         train = dict(d.get("train", {}))
         if "bucket_boundaries" in train:
             train["bucket_boundaries"] = tuple(train["bucket_boundaries"])

@@ -104,5 +104,6 @@ def test_mask_inputs_auto_follows_the_share_of_repeated_labels(repeats, rule):
     stats = {"train_labels": 100}
     if repeats is not None:
         stats["train_labels_in_input"] = repeats
-    cfg = C.get_config("default", "PSDMMAL", ["model.mask_inputs=auto"])
+    cfg = C.get_config("default", "PSDMMAL")
+    assert cfg.model.mask_inputs == "auto"  # the default
     assert C.resolve_auto(cfg, stats).model.mask_inputs == rule

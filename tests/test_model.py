@@ -120,6 +120,8 @@ def test_configs_saved_before_the_rule_keep_the_learned_query():
     del old["model"]["user_attention_without_profile"]
     assert C.ExperimentConfig.from_dict(old).model.user_attention_without_profile
     assert not C.get_config("smoke", "PSDMMAL").model.user_attention_without_profile
+    del old["model"]["mask_inputs"]  # and before the mask, the softmax over every item
+    assert C.ExperimentConfig.from_dict(old).model.mask_inputs == "off"
 
 
 @pytest.mark.parametrize("variant", ["SDMMA", "PSDMMAL"])
@@ -319,7 +321,7 @@ def test_masked_inputs_leave_the_softmax_by_hand():
             lse = np.log(np.exp(z - z.max()).sum()) + z.max()
             terms.append(lse - logits[b, t, labels[b, t]])
     assert loss == pytest.approx(np.mean(terms), rel=1e-4)
-    unmasked = SDM(SPEC, smoke("PSDMMAL", "model.num_sampled=1000"))
+    unmasked = SDM(SPEC, smoke("PSDMMAL", "model.num_sampled=1000", "model.mask_inputs=off"))
     unmasked(x)
     unmasked.set_weights(model.get_weights())
     assert float(unmasked.compute_loss(x)) > loss  # the masked items held probability
