@@ -209,6 +209,8 @@ def run(
             for k_ in (
                 "train_examples",
                 "train_examples_without_long_term",
+                "train_labels",
+                "train_labels_in_input",
                 "eval_examples",
                 "test_examples",
                 "train_all_examples",

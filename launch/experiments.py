@@ -250,11 +250,7 @@ def run_tables(
 
 
 def _summary(run_dir: str) -> dict | None:
-    path = os.path.join(run_dir, "bench_summary.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return _read_json(os.path.join(run_dir, "bench_summary.json")) or None
 
 
 def run_table(split: str, out: str, table: str, seeds: int, pipeline_args: list[str]) -> str:

@@ -318,17 +318,20 @@ def get_config(
     return cfg
 
 
+def _share(stats: Mapping[str, Any], part: str, whole: str) -> float | None:
+    """stats[part] / stats[whole] (None: data preprocessed before stats.json counted them)."""
+    count, total = stats.get(part), stats.get(whole)
+    return None if count is None or not total else count / total
+
+
 def long_term_empty_share(stats: Mapping[str, Any]) -> float | None:
-    """The share of training examples without any long-term history (None: data preprocessed
-    before stats.json counted them)."""
-    empty, total = stats.get("train_examples_without_long_term"), stats.get("train_examples")
-    return None if empty is None or not total else empty / total
+    """The share of training examples without any long-term history."""
+    return _share(stats, "train_examples_without_long_term", "train_examples")
 
 
 def repeat_share(stats: Mapping[str, Any]) -> float | None:
-    """The share of training labels that repeat an item of their input (None: not counted)."""
-    repeats, total = stats.get("train_labels_in_input"), stats.get("train_labels")
-    return None if repeats is None or not total else repeats / total
+    """The share of training labels that repeat an item of their input."""
+    return _share(stats, "train_labels_in_input", "train_labels")
 
 
 def resolve_auto(cfg: ExperimentConfig, stats: Mapping[str, Any]) -> ExperimentConfig:
