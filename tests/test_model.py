@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
-from sdm_tf.model.sdm import SDM, UserTower, input_classes
+from sdm_tf.model.sdm import SDM, UserTower, _leave_out, input_classes
 
 SPEC = F.DatasetSpec(
     item_features=("item", "leaf_category", "brand"),
@@ -325,3 +325,23 @@ def test_masked_inputs_leave_the_softmax_by_hand():
     unmasked(x)
     unmasked.set_weights(model.get_weights())
     assert float(unmasked.compute_loss(x)) > loss  # the masked items held probability
+
+
+def test_left_out_logits_pass_the_gradient_through_by_hand():
+    logits = tf.constant(np.random.default_rng(0).normal(size=[3, 6]), tf.float32)
+    masked = tf.constant([[0, 1], [0, 4], [2, 0]], tf.int64)
+    labels = np.array([2, 5, 3])
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss = tf.reduce_sum(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels, _leave_out(logits, masked))
+        )
+    grad = tape.gradient(loss, logits).numpy()
+    want = np.zeros([3, 6])
+    for row, left_out in enumerate([{1, 4}, set(), {0}]):
+        kept = [c for c in range(6) if c not in left_out]
+        z = np.exp(logits.numpy()[row, kept] - logits.numpy()[row, kept].max())
+        want[row, kept] = z / z.sum()
+        want[row, labels[row]] -= 1.0
+    np.testing.assert_allclose(grad, want, atol=1e-6)
+    assert grad[0, 1] == grad[0, 4] == grad[2, 0] == 0.0  # exactly: the softmax gave them 0

@@ -328,8 +328,7 @@ class SDM(tfrs.models.Model):
         with tf.name_scope("full_softmax"):  # a block of its own in profiles
             logits = self.score(vectors)  # [M, C]
             if masked is not None:
-                fill = tf.fill(tf.shape(masked)[:1], tf.constant(-1e9, logits.dtype))
-                logits = tf.tensor_scatter_nd_update(logits, masked, fill)
+                logits = _leave_out(logits, masked)
             if classes.shape[-1] == 1:  # the fused kernel: no [M, C] log-probabilities kept
                 return tf.nn.sparse_softmax_cross_entropy_with_logits(classes[:, 0], logits)
             log_probs = tf.nn.log_softmax(logits)
@@ -338,6 +337,16 @@ class SDM(tfrs.models.Model):
     def score(self, user_vectors: tf.Tensor) -> tf.Tensor:
         """Exact scores against every item: [B, num_items]."""
         return tf.matmul(user_vectors, self.item_table, transpose_b=True) + self.output_bias
+
+
+@tf.custom_gradient
+def _leave_out(logits: tf.Tensor, masked: tf.Tensor):
+    """`logits` [M, C] with the (row, class) cells of `masked` [K, 2] at -1e9. The gradient
+    passes through as it is: the softmax gives those cells a probability of exactly 0 (the
+    exponential underflows), so the loss's gradient there is 0 already, and the scatter's own
+    gradient (a copy of [M, C] that zeroes them again) would add time and nothing else."""
+    fill = tf.fill(tf.shape(masked)[:1], tf.constant(-1e9, logits.dtype))
+    return tf.tensor_scatter_nd_update(logits, masked, fill), lambda dy: (dy, None)
 
 
 def input_classes(inputs: Mapping[str, tf.Tensor], mask: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:

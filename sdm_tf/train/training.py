@@ -289,6 +289,13 @@ def _predict_fn(model: SDM):
     return _PREDICT_FNS[model]
 
 
+def tower_vectors(model: SDM, batches: Iterable[Mapping[str, tf.Tensor]]) -> np.ndarray:
+    """[U, d]: the user vector of every example of `batches`, in order."""
+    keys, predict = F.FeatureSpec(model.dataset).model_input_keys(), _predict_fn(model)
+    out = [predict({k: batch[k] for k in keys}).numpy() for batch in batches]
+    return np.concatenate(out) if out else np.zeros([0, model.cfg.dim], np.float32)
+
+
 def user_vectors(
     model: SDM,
     data_dir: str,
@@ -300,17 +307,19 @@ def user_vectors(
 
     `batches`: the split's batches already read (e.g. a list kept across validation epochs)."""
     users, vectors, truth, history = [], [], [], []
-    keys = F.FeatureSpec(model.dataset).model_input_keys()
-    predict = _predict_fn(model)
     if batches is None:
         batches = eval_batches(data_dir, model.dataset, batch_size, split)
     for batch in batches:
-        vectors.append(predict({k: batch[k] for k in keys}).numpy())
+        vectors.append(tower_vectors(model, [batch]))
         users += [u.decode() for u in batch[F.USER_ID].numpy()]
         truth += [[t.decode() for t in row if t] for row in batch[F.TRUTH].numpy()]
         history += [[t.decode() for t in row if t] for row in batch[F.HISTORY].numpy()]
-    dim = model.cfg.dim
-    return users, (np.concatenate(vectors) if vectors else np.zeros([0, dim])), truth, history
+    return (
+        users,
+        tower_vectors(model, []) if not vectors else np.concatenate(vectors),
+        truth,
+        history,
+    )
 
 
 def rank(

@@ -22,30 +22,40 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from sdm_tf.core import features as F
-from sdm_tf.train import evaluation as E
+from sdm_tf.train import ranks as R
 
 # The user's fed history: ranked as any item / never returned / ranked first, most recent first.
 # Epochs are chosen on the first two (the model's own ranking: under "first" a user with a long
 # history gets the same list from any epoch); the rule, at the chosen epoch, among all three.
-MODEL_RULES = ("kept", "excluded")
-RULES = (*MODEL_RULES, "first")
+RULES = R.RULES  # kept, excluded, first
+MODEL_RULES = RULES[:2]
 BEST_DIR = "best"
 STATE_FILE = "validation.json"
 
 
+class ValidationSet:
+    """eval/ read once for every epoch: its batches, and the truth and history in class ids
+    (`ranks.Queries`); an epoch only runs the tower and ranks."""
+
+    def __init__(self, model, data_dir: str, k: int):
+        from sdm_tf.train import training  # training imports this module
+
+        self.batches = list(training.eval_batches(data_dir, model.dataset))
+        _, _, truth, history = training.user_vectors(model, data_dir, batches=self.batches)
+        self.queries = R.Queries.build(training.load_item_vocab(data_dir), truth, history, k)
+
+
 def validate(
-    model, data_dir: str, ks: Sequence[int] = (20, 50), batches: list | None = None
+    model, data_dir: str, ks: Sequence[int] = (20, 50), data: ValidationSet | None = None
 ) -> dict[str, dict]:
-    """Metrics on `eval/` under every history rule: {"kept": {...}, "excluded": {...}, ...}.
+    """Metrics on `eval/` under every history rule: {"kept": {...}, "excluded": {...}, ...}:
+    `evaluation.retrieval_metrics` of `training.rank_rules`' lists, computed from where the
+    truth lands (`ranks`). `data`: eval/ already read, to parse it once for every epoch."""
+    from sdm_tf.train import training
 
-    `batches`: eval/ already read (`read_validation`), to parse it once for every epoch."""
-    from sdm_tf.train import training  # training imports this module
-
-    vocab = training.load_item_vocab(data_dir)
-    users, vecs, truth_lists, history = training.user_vectors(model, data_dir, batches=batches)
-    truth = dict(zip(users, truth_lists))
-    ranked = training.rank_rules(model, vocab, vecs, history, max(ks))  # one scoring pass
-    return {rule: E.retrieval_metrics(truth, dict(zip(users, ranked[rule])), ks) for rule in RULES}
+    data = data or ValidationSet(model, data_dir, max(ks))
+    vecs = training.tower_vectors(model, data.batches)
+    return R.rule_metrics(model.item_table, model.output_bias, vecs, data.queries, ks)
 
 
 def fit_schedule(state: dict) -> tuple[int, int]:
@@ -114,7 +124,7 @@ class RetrievalValidation(tf.keras.callbacks.Callback):
             "curve": [],
         }
 
-        self._batches: list | None = None
+        self._data: ValidationSet | None = None
 
     @property
     def best_prefix(self) -> str:
@@ -132,11 +142,9 @@ class RetrievalValidation(tf.keras.callbacks.Callback):
         self.state.update(decay_epoch=self.state["best_epoch"], decay_started=epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._batches is None:
-            from sdm_tf.train import training
-
-            self._batches = list(training.eval_batches(self.data_dir, self.model.dataset))
-        result = validate(self.model, self.data_dir, self.ks, self._batches)
+        if self._data is None:
+            self._data = ValidationSet(self.model, self.data_dir, max(self.ks))
+        result = validate(self.model, self.data_dir, self.ks, self._data)
         value = max(result[r][self.metric] for r in MODEL_RULES)
         rule = max(RULES, key=lambda r: result[r][self.metric])
         point = {"epoch": epoch + 1, "loss": float((logs or {}).get("loss", float("nan")))}

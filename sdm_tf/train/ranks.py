@@ -1,0 +1,149 @@
+"""Validation's metrics under every history rule, in class ids, without building ranked lists.
+
+`training.rank_rules` ranks raw item ids for the predictions a test run writes; validation only
+needs where each truth item lands. Everything that no epoch changes (the truth items' classes,
+the history cells to leave out, where the "first" rule puts the user's own items) is worked out
+once (`Queries`); an epoch then costs one scoring pass and two `top_k`s a block. The metrics are
+`evaluation.retrieval_metrics` over `rank_rules`' lists, the same numbers (a test checks it), at
+a fraction of the time: on Beauty's 22,363 validation users 0.5 s instead of 2.5 s an epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from sdm_tf.core.sessions import recent_first
+
+RULES = ("kept", "excluded", "first")  # those of `validation.RULES`, in that order
+
+
+@dataclasses.dataclass(frozen=True)
+class Queries:
+    """The validation users' truth and history, in class ids, for lists of `k` items.
+
+    gold [U, G]: each distinct truth item's class, -1 for padding or an item outside the
+      catalogue (no ranking of the model can return it);
+    head_pos [U, G]: its position among the user's own items under the "first" rule (the
+      history, most recent first, cut at k; items outside the catalogue included), inf if
+      not there;
+    head_len [U]: how many items of the "first" list are the user's own;
+    n_gold [U]: distinct truth items (0: the user cannot be scored);
+    seen [N, 2]: (user, class) of every history item in the catalogue (left out by
+      "excluded" and "first");
+    k: the lists' length (at most `items`, the catalogue's size).
+    """
+
+    gold: np.ndarray
+    head_pos: np.ndarray
+    head_len: np.ndarray
+    n_gold: np.ndarray
+    seen: np.ndarray
+    k: int
+    items: int
+
+    @classmethod
+    def build(
+        cls,
+        vocab: Sequence[str],
+        truth: Sequence[Sequence[str]],
+        history: Sequence[Sequence[str]],
+        k: int,
+    ) -> Queries:
+        index = {item: c for c, item in enumerate(vocab)}
+        k = min(k, len(vocab))
+        golds = [list(dict.fromkeys(t)) for t in truth]
+        width = max([len(g) for g in golds] + [1])
+        gold = np.full([len(golds), width], -1, np.int64)
+        head_pos = np.full([len(golds), width], np.inf)
+        head_len = np.zeros(len(golds), np.int64)
+        seen = []
+        for u, (g, h) in enumerate(zip(golds, history)):
+            head = {item: p for p, item in enumerate(recent_first(h)[:k])}
+            head_len[u] = len(head)
+            for j, item in enumerate(g):
+                gold[u, j] = index.get(item, -1)
+                head_pos[u, j] = head.get(item, np.inf)
+            seen += [(u, index[i]) for i in set(h) if i in index]
+        seen_array = np.array(seen, np.int64).reshape([-1, 2])
+        n_gold = np.array([len(g) for g in golds], np.int64)
+        return cls(gold, head_pos, head_len, n_gold, seen_array, k, len(vocab))
+
+
+def _positions(top: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Where each gold class is in its row of `top` [b, k]: [b, G] floats, inf if absent."""
+    eq = top[:, np.newaxis, :] == gold[:, :, np.newaxis]  # [b, G, k]
+    return np.where(eq.any(-1), eq.argmax(-1), np.inf)
+
+
+def rule_ranks(
+    table: tf.Tensor, bias: tf.Tensor, vecs: np.ndarray, q: Queries, block: int = 2048
+) -> dict[str, np.ndarray]:
+    """Each gold item's 0-based position in the k-list of every rule: {rule: [U, G]}, inf where
+    the list does not hold it. Scores, blocks and `top_k` are `training.rank_rules`' own, so
+    ties break the same way (the lower class first)."""
+    out = {rule: np.full(q.gold.shape, np.inf) for rule in RULES}
+    for start in range(0, len(vecs), block):
+        stop = min(start + block, len(vecs))
+        scores = tf.matmul(tf.constant(vecs[start:stop]), table, transpose_b=True) + bias
+        gold = q.gold[start:stop]
+        out["kept"][start:stop] = _positions(tf.math.top_k(scores, q.k)[1].numpy(), gold)
+        cells = q.seen[(q.seen[:, 0] >= start) & (q.seen[:, 0] < stop)] - [start, 0]
+        if len(cells):
+            scores = tf.tensor_scatter_nd_update(
+                scores, tf.constant(cells, tf.int32), tf.fill([len(cells)], -np.inf)
+            )
+        values, top = (t.numpy() for t in tf.math.top_k(scores, q.k))
+        top = np.where(values == -np.inf, -2, top)  # the list ends before the left-out items
+        excluded = _positions(top, gold)
+        out["excluded"][start:stop] = excluded
+        head = q.head_pos[start:stop]
+        out["first"][start:stop] = np.where(
+            np.isfinite(head), head, q.head_len[start:stop, np.newaxis] + excluded
+        )
+    return out
+
+
+def metrics(ranks: np.ndarray, n_gold: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    """`evaluation.retrieval_metrics` from the gold items' positions [U, G] (inf: not listed).
+    Per-user values are summed in user order, as there."""
+    scored = n_gold > 0
+    ranks, n_gold = ranks[scored], n_gold[scored]
+    out: dict[str, float] = {
+        "users": int(scored.sum()),
+        "users_without_truth": int((~scored).sum()),
+    }
+    top = max(ks)
+    discount = np.array([1 / math.log2(r + 2) for r in range(top)] + [0.0])
+    ideal = np.array([sum(1 / math.log2(r + 2) for r in range(n)) for n in range(top + 1)])
+    m = max(len(n_gold), 1)
+
+    def mean(values: np.ndarray) -> float:
+        return float(np.cumsum(values)[-1]) / m if len(values) else 0.0  # sequential, as there
+
+    for k in ks:
+        hit = ranks < k
+        n = hit.sum(1)
+        r, p = n / n_gold, n / k
+        dcg = np.where(hit, discount[np.where(hit, ranks, top).astype(np.int64)], 0.0).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(n > 0, 2 * p * r / (p + r), 0.0)
+        out[f"HitRate@{k}"] = mean((n > 0).astype(np.float64))
+        out[f"Recall@{k}"] = mean(r)
+        out[f"Precision@{k}"] = mean(p)
+        out[f"F1@{k}"] = mean(f1)
+        out[f"NDCG@{k}"] = mean(dcg / ideal[np.minimum(k, n_gold)])
+    return out
+
+
+def rule_metrics(
+    table: tf.Tensor, bias: tf.Tensor, vecs: np.ndarray, q: Queries, ks: Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """{rule: metrics} for every rule of `RULES`; `q` built for lists of max(ks) items."""
+    if max(ks) > q.k and q.k < q.items:
+        raise ValueError(f"queries built for lists of {q.k} items; metrics at {max(ks)} asked")
+    return {rule: metrics(r, q.n_gold, ks) for rule, r in rule_ranks(table, bias, vecs, q).items()}
