@@ -174,5 +174,5 @@ def test_rank_ends_early_when_too_few_items_remain(split_dir, tmp_path):
     model = training.restore(str(tmp_path))
     vocab = training.load_item_vocab(str(split_dir))
     vecs = np.zeros([1, model.cfg.dim], np.float32)
-    ranked = training.rank(model, vocab, vecs, [vocab[2:]], k=10)
+    ranked = training.rank_rules(model, vocab, vecs, [vocab[2:]], k=10, kept=False)["excluded"]
     assert sorted(ranked[0]) == sorted(vocab[:2])

@@ -314,26 +314,8 @@ def user_vectors(
         users += [u.decode() for u in batch[F.USER_ID].numpy()]
         truth += [[t.decode() for t in row if t] for row in batch[F.TRUTH].numpy()]
         history += [[t.decode() for t in row if t] for row in batch[F.HISTORY].numpy()]
-    return (
-        users,
-        tower_vectors(model, []) if not vectors else np.concatenate(vectors),
-        truth,
-        history,
-    )
-
-
-def rank(
-    model: SDM,
-    vocab: Sequence[str],
-    vecs: np.ndarray,
-    exclude: Sequence[Iterable[str]] | None,
-    k: int,
-    block: int = 2048,
-) -> list[list[str]]:
-    """Exact top-k raw item ids for each user vector; `exclude[u]` raw ids are never returned."""
-    return rank_rules(model, vocab, vecs, exclude, k, block, kept=exclude is None)[
-        "kept" if exclude is None else "excluded"
-    ]
+    vecs = np.concatenate(vectors) if vectors else tower_vectors(model, [])
+    return users, vecs, truth, history
 
 
 def rank_rules(
