@@ -306,16 +306,25 @@ def user_vectors(
     """For every example of `split`: (user ids, [U, d] vectors, truth lists, fed-history lists).
 
     `batches`: the split's batches already read (e.g. a list kept across validation epochs)."""
-    users, vectors, truth, history = [], [], [], []
     if batches is None:
         batches = eval_batches(data_dir, model.dataset, batch_size, split)
-    for batch in batches:
+    users, vectors, truth, history = [], [], [], []
+    for batch in batches:  # one pass: the split may be read from files as it goes
         vectors.append(tower_vectors(model, [batch]))
+        for out, part in zip((users, truth, history), example_ids([batch])):
+            out += part
+    vecs = np.concatenate(vectors) if vectors else tower_vectors(model, [])
+    return users, vecs, truth, history
+
+
+def example_ids(batches: Iterable[Mapping[str, tf.Tensor]]):
+    """(user ids, truth lists, fed-history lists) of every example of `batches`, decoded."""
+    users, truth, history = [], [], []
+    for batch in batches:
         users += [u.decode() for u in batch[F.USER_ID].numpy()]
         truth += [[t.decode() for t in row if t] for row in batch[F.TRUTH].numpy()]
         history += [[t.decode() for t in row if t] for row in batch[F.HISTORY].numpy()]
-    vecs = np.concatenate(vectors) if vectors else tower_vectors(model, [])
-    return users, vecs, truth, history
+    return users, truth, history
 
 
 def rank_rules(

@@ -41,7 +41,7 @@ class ValidationSet:
         from sdm_tf.train import training  # training imports this module
 
         self.batches = list(training.eval_batches(data_dir, model.dataset))
-        _, _, truth, history = training.user_vectors(model, data_dir, batches=self.batches)
+        _, truth, history = training.example_ids(self.batches)  # no tower pass: ids only
         self.queries = R.Queries.build(training.load_item_vocab(data_dir), truth, history, k)
 
 
