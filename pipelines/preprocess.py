@@ -216,6 +216,12 @@ def make_parser() -> argparse.ArgumentParser:
     a("--long_term_days", type=float, default=7.0)
     a("--long_term_size", type=int, default=20)
     a("--next_n", type=int, default=5)
+    a(
+        "--prior_size",
+        type=int,
+        default=1000,
+        help="distinct earlier items per training record, for the softmax mask (0: none)",
+    )
     a("--min_item_count", type=int, default=5)
     a("--max_user_events", type=int, default=1000)
     a(
@@ -265,6 +271,7 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
             long_term_days=args.long_term_days,
             long_term_size=args.long_term_size,
             next_n=args.next_n,
+            prior_size=args.prior_size,
         ),
         min_item_count=args.min_item_count,
         max_user_events=args.max_user_events,

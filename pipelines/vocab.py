@@ -197,6 +197,7 @@ def dataset_spec_from_vocabs(vocabs: Mapping, cfg: S.SessionConfig) -> F.Dataset
         next_n=cfg.next_n,
         session_gap=cfg.session_gap,
         long_term_days=cfg.long_term_days,
+        prior_size=cfg.prior_size,
     )
 
 

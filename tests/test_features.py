@@ -28,6 +28,7 @@ def _record():
         "profile_age": 2,
         F.LABEL: [3, 4],
         F.LABEL_NEXT_N: [3, 4, 4, 0],
+        F.PRIOR: [5, 4],
     }
 
 
@@ -44,6 +45,7 @@ def test_dataset_spec_json_round_trip():
         {"item_features": ("item", "brand", "brand")},
         {"vocab_sizes": {"item": 3}, "item_features": ("item", "brand")},
         {"next_n": 0},
+        {"prior_size": -1},
     ],
 )
 def test_dataset_spec_rejects_bad_specs(kwargs):
@@ -60,7 +62,15 @@ def test_encode_then_parse_is_identity():
     assert parsed["short_brand"].numpy().tolist() == [3, 1]
     assert parsed["long_leaf_category"].numpy().tolist() == []
     assert parsed[F.LABEL_NEXT_N].numpy().tolist() == [[3, 4], [4, 0]]
+    assert parsed[F.PRIOR].numpy().tolist() == [5, 4]
     assert int(parsed["profile_age"]) == rec["profile_age"]
+
+
+def test_a_prior_longer_than_the_spec_is_rejected():
+    fs = F.FeatureSpec(F.DatasetSpec(**{**SPEC.__dict__, "prior_size": 1}))
+    with pytest.raises(ValueError, match="prior longer than 1"):
+        fs.encode(_record())
+    assert fs.encode({**_record(), F.PRIOR: [5]})
 
 
 def test_encode_gives_the_same_bytes_in_every_process():

@@ -301,22 +301,34 @@ def test_input_classes_by_hand():
     # Padded positions are not rows: only position 1 of a length-2 session, here row 0.
     got = input_classes(x, tf.constant([[False, True, False]]), labels[1:2]).numpy().tolist()
     assert got == [[0, 4], [0, 5]]
+    # The prior (items 9, 8, pad: classes 7, 6) is left out at every position, but not where
+    # it is the position's label (class 7 at position 2, labelled 9 here).
+    x[F.PRIOR] = tf.constant([[9, 8, 0]], tf.int64)
+    got = input_classes(x, mask, tf.constant([[4], [3], [7]], tf.int64)).numpy().tolist()
+    assert got == [
+        [0, 3], [0, 5], [0, 7], [0, 6],
+        [1, 4], [1, 5], [1, 7], [1, 6],
+        [2, 3], [2, 4], [2, 3], [2, 5], [2, 6],
+    ]  # fmt: skip
 
 
 def test_masked_inputs_leave_the_softmax_by_hand():
     model = SDM(SPEC, smoke("PSDMMAL", "model.num_sampled=1000", "model.mask_inputs=on"))
     assert model.full_softmax
     x = batch()
+    x[F.PRIOR] = tf.constant([[9, 10, 11, 2], [3, 0, 0, 0], [0, 0, 0, 0]], tf.int64)
     loss = float(model.compute_loss(x))
     o = model.tower(x).numpy()
     logits = np.einsum("btd,cd->btc", o, model.item_table.numpy()) + model.output_bias.numpy()
     labels = x[F.LABEL].numpy() - F.NUM_RESERVED
     short = x[F.short_key(F.ITEM)].numpy() - F.NUM_RESERVED
     bag = x[F.long_key(F.ITEM)].numpy() - F.NUM_RESERVED
+    prior = x[F.PRIOR].numpy() - F.NUM_RESERVED
     terms = []
     for b, n in enumerate(x[F.LENGTH].numpy()):
         for t in range(n):
-            seen = {c for c in [*short[b, : t + 1], *bag[b]] if c >= 0} - {labels[b, t]}
+            seen = {c for c in [*short[b, : t + 1], *bag[b], *prior[b]] if c >= 0}
+            seen -= {labels[b, t]}
             z = np.array([v for c, v in enumerate(logits[b, t]) if c not in seen])
             lse = np.log(np.exp(z - z.max()).sum()) + z.max()
             terms.append(lse - logits[b, t, labels[b, t]])

@@ -145,6 +145,21 @@ def test_train_records_labels_and_next_n_by_hand():
     assert r1[F.profile_key("age")] == 3
     assert r2[F.short_key(F.ITEM)] == [5] and r2[F.LABEL] == [6] and r2[F.LABEL_NEXT_N] == [6, 0]
     assert r2[F.long_key(F.ITEM)] == [4, 3, 2]  # session 1, most recent first
+    # The user's distinct items before each session, most recent first (ids: item + 1).
+    assert r1[F.PRIOR] == [] and r2[F.PRIOR] == [4, 3, 2]
+    capped, _ = S.train_records("u", events, enc, S.SessionConfig(next_n=2, prior_size=2), {})
+    assert capped[1][F.PRIOR] == [4, 3]
+
+
+def test_the_prior_reaches_past_the_long_term_window_and_keeps_distinct_items():
+    enc = _encoder()
+    # Item 1 twice, 30 days back (outside the 7-day bag), then a session a day later.
+    old = [ev(1, T0), ev(2, T0 + 10), ev(1, T0 + 20)]
+    events = old + [ev(3, T0 + 30 * 86400), ev(4, T0 + 30 * 86400 + 10)]
+    records, _ = S.train_records("u", events, enc, CFG, {})
+    last = records[-1]
+    assert last[F.short_key(F.ITEM)] == [4] and last[F.long_key(F.ITEM)] == []
+    assert last[F.PRIOR] == [2, 3]  # items 1 (seen last) and 2
 
 
 def test_a_capped_session_takes_its_earlier_chunk_as_long_term_behaviour():
@@ -246,3 +261,5 @@ def test_labels_in_input_counts_repeats_of_the_session_so_far_and_the_bag():
     record = {F.short_key(F.ITEM): [5, 6, 5], F.LABEL: [6, 5, 9], F.long_key(F.ITEM): [9]}
     assert S.labels_in_input(record) == 2
     assert S.labels_in_input({**record, F.long_key(F.ITEM): []}) == 1
+    # A label the user had in an earlier session, outside the bag, repeats too.
+    assert S.labels_in_input({**record, F.long_key(F.ITEM): [], F.PRIOR: [6, 9]}) == 3

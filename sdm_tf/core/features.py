@@ -76,6 +76,7 @@ class DatasetSpec:
       next_n: labels per position for next-N training.
       session_gap: seconds; the session rule the data was built with (serving reuses it).
       long_term_days: the long-term window the data was built with.
+      prior_size: longest `PRIOR` list of a training record (0: none written).
     """
 
     item_features: tuple[str, ...] = (ITEM,)
@@ -86,6 +87,7 @@ class DatasetSpec:
     next_n: int = 5
     session_gap: int = 600
     long_term_days: float = 7.0
+    prior_size: int = 1000
 
     def __post_init__(self):
         features = tuple(self.item_features)
@@ -105,6 +107,8 @@ class DatasetSpec:
         for name in ("max_session_length", "long_term_size", "next_n"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.prior_size < 0:
+            raise ValueError("prior_size must be >= 0")
 
     @property
     def num_items(self) -> int:
@@ -142,6 +146,8 @@ LABEL = "label"
 LABEL_NEXT_N = "label_next_n"
 TRUTH = "truth"
 HISTORY = "history"
+# Training records: the user's distinct items before the record's session, for the softmax mask.
+PRIOR = "prior"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +186,7 @@ class FeatureSpec:
             out += [
                 FeatureDef(LABEL, "int64", (None,)),
                 FeatureDef(LABEL_NEXT_N, "int64", (None, d.next_n)),
+                FeatureDef(PRIOR, "int64", (None,)),
             ]
         else:
             out += [FeatureDef(TRUTH, "string", (None,)), FeatureDef(HISTORY, "string", (None,))]
@@ -262,6 +269,8 @@ class FeatureSpec:
                 raise ValueError(f"{LABEL} has {len(record[LABEL])} values, not {n}")
             if len(record[LABEL_NEXT_N]) != n * self.dataset.next_n:
                 raise ValueError(f"{LABEL_NEXT_N} must hold length * next_n values")
+            if len(record[PRIOR]) > self.dataset.prior_size:
+                raise ValueError(f"{PRIOR} longer than {self.dataset.prior_size}")
 
     def encode(self, record: Mapping[str, Any], kind: str = TRAIN) -> bytes:
         """Serializes one record (python ints / strings / lists) to a tf.train.Example."""

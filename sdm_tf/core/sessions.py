@@ -27,6 +27,8 @@ class SessionConfig:
       long_term_size: distinct values kept per long-term bag (most recent first).
       next_n: labels per position for next-N training.
       min_session_length: sessions shorter than this yield no training example (at least 2).
+      prior_size: distinct items of the user's history before a session (most recent first)
+        that its training record carries as `F.PRIOR`, for the softmax mask; 0: none.
     """
 
     session_gap: int = 600
@@ -35,6 +37,7 @@ class SessionConfig:
     long_term_size: int = 20
     next_n: int = 5
     min_session_length: int = 2
+    prior_size: int = 1000
 
     def __post_init__(self):
         if self.session_gap < 0:
@@ -43,6 +46,8 @@ class SessionConfig:
             raise ValueError("max_session_length must be >= 2")
         if self.min_session_length < 2:
             raise ValueError("a training session needs at least 2 events")
+        if self.prior_size < 0:
+            raise ValueError("prior_size must be >= 0")
 
 
 def sort_events(events: Iterable[Event]) -> list[Event]:
@@ -260,14 +265,17 @@ def train_records(
             nxt = items[t + 1 : t + 1 + n_next]
             nn.extend(nxt + [F.PAD_ID] * (n_next - len(nxt)))
         rec[F.LABEL_NEXT_N] = nn
+        prior = recent_first([e.item for e in events[: chunk[0]]])[: cfg.prior_size]
+        rec[F.PRIOR] = enc.encode(prior, F.ITEM)
         records.append(rec)
     return records, [len(c) for c in chunks]
 
 
 def labels_in_input(record: Mapping) -> int:
     """How many of a training record's labels repeat an item of their position's input (the
-    session up to it, or the long-term item bag): users coming back to items they had."""
-    seen = set(record[F.long_key(F.ITEM)])
+    session up to it, the long-term item bag) or of the user's history before the session:
+    users coming back to items they had."""
+    seen = set(record[F.long_key(F.ITEM)]) | set(record.get(F.PRIOR, ()))
     repeats = 0
     for item, label in zip(record[F.short_key(F.ITEM)], record[F.LABEL]):
         seen.add(item)

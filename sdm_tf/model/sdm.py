@@ -351,18 +351,23 @@ def _leave_out(logits: tf.Tensor, masked: tf.Tensor):
 
 def input_classes(inputs: Mapping[str, tf.Tensor], mask: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """(row, class) of every item a position has in its input (the session up to and including
-    it, and the long-term item bag) other than its own labels: [K, 2], rows numbering the
-    positions of `mask` [B, T] in `tf.boolean_mask` order; `labels` [M, n] are those positions'
-    classes. On data where users do not come back to an item these can never be the next one,
-    and evaluation leaves the history out of the ranking: the softmax leaves them out too."""
+    it, the long-term item bag) or in the user's history before the session (`F.PRIOR`, where
+    the data has it), other than its own labels: [K, 2], rows numbering the positions of `mask`
+    [B, T] in `tf.boolean_mask` order; `labels` [M, n] are those positions' classes. On data
+    where users do not come back to an item these can never be the next one, and evaluation
+    leaves the user's whole history out of the ranking: the softmax leaves them out too."""
     short = inputs[F.short_key(F.ITEM)]  # [B, T]
     steps = tf.shape(mask)[1]
     short = short[:, :steps]
     prefix = tf.linalg.band_part(tf.ones([steps, steps], tf.bool), -1, 0)  # [t, j]: j <= t
     ids = tf.where(prefix[tf.newaxis], short[:, tf.newaxis, :], tf.zeros_like(short)[:, None])
-    bag = inputs[F.long_key(F.ITEM)]  # [B, L]
-    bag = tf.tile(bag[:, tf.newaxis, :], [1, steps, 1])
-    ids = tf.boolean_mask(tf.concat([ids, bag], axis=-1), mask)  # [M, T + L]
+    ids = tf.boolean_mask(ids, mask)  # [M, T]
+    # The bag and the prior are the same for every position of a record: gathered per row.
+    rows = tf.where(mask)[:, 0]
+    per_record = [inputs[F.long_key(F.ITEM)]]  # [B, L]
+    if F.PRIOR in inputs:
+        per_record.append(inputs[F.PRIOR])  # [B, P]
+    ids = tf.concat([ids, tf.gather(tf.concat(per_record, axis=-1), rows)], axis=-1)
     classes = ids - F.NUM_RESERVED  # padding and OOV below 0
     own = tf.reduce_any(classes[:, :, tf.newaxis] == labels[:, tf.newaxis, :], axis=-1)
     keep = tf.logical_and(classes >= 0, tf.logical_not(own))
