@@ -207,6 +207,8 @@ def run(
         "preprocess_stats": {
             k_: stats.get(k_, 0)
             for k_ in (
+                "train_events",
+                "users",
                 "train_examples",
                 "train_examples_without_long_term",
                 "train_labels",

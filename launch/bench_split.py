@@ -65,12 +65,16 @@ def main(argv):
     val = summary["validation"] or {}
     cfg = summary["config"]
     share = C.long_term_empty_share(summary["preprocess_stats"])
+    per_user = C.events_per_user(summary["preprocess_stats"])
+    model = cfg["model"]
     print(
         f"preset {cfg['preset']}, variant {cfg['variant']} "
         f"({summary['train']['blocks']}"
         + (f"; {share:.0%} of the training examples have no long-term history" if share else "")
         + "), "
-        f"{summary['train']['objective']}; "
+        f"{summary['train']['objective']}, dropout {model['lstm_dropout']:g}"
+        + (f" ({per_user:.0f} training events a user)" if per_user else "")
+        + "; "
         f"chosen epoch {val.get('best_epoch')} (validation {val.get('metric')} "
         f"{val.get('best', float('nan')):.4f}), history rule {summary['history_rule']}"
     )

@@ -37,9 +37,14 @@ EMPTY_LONG_TERM = ("auto", "fuse", "short_term")
 # fall into one session) and lost on MovieLens-small (41 %); the Taobao sample has 7 %.
 EMPTY_LONG_TERM_SHARE = 0.9
 MASK_INPUTS = ("auto", "on", "off")
-# "auto": "on" where fewer than this share of the training labels repeat an item of their
-# input (MovieLens-small and Amazon Beauty: none; the Taobao sample: 19 %), else "off".
+# "auto": "on" where fewer than this share of the training labels repeat an item the user had
+# before (MovieLens-small and Amazon Beauty: none; the Taobao sample: 19 % within the session
+# and the bag alone), else "off".
 MASK_INPUTS_REPEAT_SHARE = 0.05
+# `long_history_dropout` applies where the users have at least this many training events on
+# average (MovieLens-small: 121, the Taobao sample: 62; Amazon Beauty: 6.9). SASRec draws the
+# same line (dropout .2 on MovieLens-1M, 163 actions a user; .5 on the Amazon sets, ~9).
+LONG_HISTORY_EVENTS = 50
 
 
 @dataclasses.dataclass
@@ -58,6 +63,10 @@ class ModelConfig:
       num_lstm_layers: stacked LSTM depth (eq. 5); residual connections between layers.
       lstm_dropout: dropout on the LSTM outputs (0.2 in §4.4).
       embedding_dropout: dropout on the input embeddings (short-term and long-term).
+      long_history_dropout: > 0: on data whose users have long histories (on average at least
+        `LONG_HISTORY_EVENTS` training events), `resolve_auto` sets both dropouts above to this
+        value; 0: never (`get_config` sets 0 when an override names either dropout). The default preset's .3 against its .5: validation NDCG@50 +.005 on
+        MovieLens-small (3 seeds); on Amazon Beauty .3 was behind .5 from epoch 11 on.
       num_heads: heads of the multi-head self-attention (eq. 6-9).
       attention_dropout: dropout on the attention weights.
       use_lstm, use_self_attention, use_user_attention, use_long_term, use_side_info: the blocks.
@@ -87,9 +96,10 @@ class ModelConfig:
       next_n: labels per position (1: next item; N: PSDMMAL-N).
       loss_positions: "all" valid positions of the session, or the "last" one only.
       mask_inputs: "on": the exact softmax leaves out the items a position has in its input
-        (session so far, long-term item bag) other than its labels, as evaluation leaves the
-        history out of the ranking; "off"; "auto": "on" where labels almost never repeat an
-        input item (`MASK_INPUTS_REPEAT_SHARE`). The sampled softmax never masks.
+        (session so far, long-term item bag) or in the user's history before the session (the
+        records' `prior`), other than its labels, as evaluation leaves the user's history out
+        of the ranking; "off"; "auto": "on" where labels almost never repeat an item the user
+        had (`MASK_INPUTS_REPEAT_SHARE`). The sampled softmax never masks.
     """
 
     kind: str = "sdm"
@@ -101,6 +111,7 @@ class ModelConfig:
     num_lstm_layers: int = 2
     lstm_dropout: float = 0.2
     embedding_dropout: float = 0.0
+    long_history_dropout: float = 0.0
     num_heads: int = 4
     attention_dropout: float = 0.0
     use_lstm: bool = True
@@ -225,6 +236,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "tied_output": True,
             "lstm_dropout": 0.5,
             "embedding_dropout": 0.5,
+            "long_history_dropout": 0.3,
         },
         "train": {"batch_size": 128},
     },
@@ -312,8 +324,13 @@ def get_config(
     cfg = ExperimentConfig(
         model=model, train=TrainConfig(**p["train"]), preset=preset, variant=variant
     )
+    named = set()
     for o in overrides:
         apply_override(cfg, o)
+        named.add(o.split("=", 1)[0].strip())
+    if named & {"model.lstm_dropout", "model.embedding_dropout"}:
+        if "model.long_history_dropout" not in named:  # a dropout set by hand holds everywhere
+            cfg.model.long_history_dropout = 0.0
     cfg.model.validate()
     return cfg
 
@@ -330,13 +347,23 @@ def long_term_empty_share(stats: Mapping[str, Any]) -> float | None:
 
 
 def repeat_share(stats: Mapping[str, Any]) -> float | None:
-    """The share of training labels that repeat an item of their input."""
+    """The share of training labels that repeat an item the user had before them."""
     return _share(stats, "train_labels_in_input", "train_labels")
+
+
+def events_per_user(stats: Mapping[str, Any]) -> float | None:
+    """The mean number of training events a user has."""
+    return _share(stats, "train_events", "users")
 
 
 def resolve_auto(cfg: ExperimentConfig, stats: Mapping[str, Any]) -> ExperimentConfig:
     """`cfg` with its data-driven settings decided from the data's stats.json."""
     model = cfg.model
+    per_user = events_per_user(stats)
+    if model.long_history_dropout > 0 and per_user is not None:
+        if per_user >= LONG_HISTORY_EVENTS:
+            rate = model.long_history_dropout
+            model = dataclasses.replace(model, lstm_dropout=rate, embedding_dropout=rate)
     if model.empty_long_term == "auto":
         share = long_term_empty_share(stats)
         rule = "short_term" if share is not None and share >= EMPTY_LONG_TERM_SHARE else "fuse"

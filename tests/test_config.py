@@ -97,6 +97,36 @@ def test_an_explicit_empty_long_term_is_kept():
 
 
 @pytest.mark.parametrize(
+    "events, dropout",
+    [(5_000, 0.3), (4_999, 0.5), (0, 0.5), (None, 0.5)],  # 100 users: 50 events a user or more
+)
+def test_long_histories_take_the_long_history_dropout(events, dropout):
+    stats = {"users": 100}
+    if events is not None:
+        stats["train_events"] = events
+    cfg = C.get_config("default", "PSDMMAL")
+    assert (cfg.model.lstm_dropout, cfg.model.long_history_dropout) == (0.5, 0.3)
+    model = C.resolve_auto(cfg, stats).model
+    assert (model.lstm_dropout, model.embedding_dropout) == (dropout, dropout)
+    assert cfg.model.lstm_dropout == 0.5  # the caller's config is left as it was
+
+
+def test_a_dropout_set_by_hand_holds_on_long_histories():
+    stats = {"users": 1, "train_events": 500}
+    cfg = C.get_config("default", "PSDMMAL", ["model.lstm_dropout=0.1"])
+    model = C.resolve_auto(cfg, stats).model
+    assert (model.lstm_dropout, model.embedding_dropout, model.long_history_dropout) == (
+        0.1,
+        0.5,
+        0,
+    )
+    both = ["model.lstm_dropout=0.1", "model.long_history_dropout=0.2"]
+    model = C.resolve_auto(C.get_config("default", "PSDMMAL", both), stats).model
+    assert (model.lstm_dropout, model.embedding_dropout) == (0.2, 0.2)
+    assert C.get_config("paper_offline").model.long_history_dropout == 0  # the paper's .2
+
+
+@pytest.mark.parametrize(
     "repeats, rule",
     [(0, "on"), (4, "on"), (5, "off"), (19, "off"), (None, "off")],
 )
