@@ -68,7 +68,8 @@ def main(argv=None) -> dict:
                 f"--output_dir={data}",
             ]
         )
-    cfg = C.get_config(a.preset, a.variant, a.override)
+    # The data-decided settings ("auto") as a training run on this data resolves them.
+    cfg = C.resolve_auto(C.get_config(a.preset, a.variant, a.override), training.load_stats(data))
     spec = training.load_dataset_spec(data)
     model = training.build_model(spec, cfg)
     ds = training.train_reader(data, spec, cfg)()
