@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
-from sdm_tf.model.sdm import SDM, UserTower, _leave_out, input_classes
+from sdm_tf.model.masks import input_classes, leave_out, prior_mask
+from sdm_tf.model.sdm import SDM, UserTower
 
 SPEC = F.DatasetSpec(
     item_features=("item", "leaf_category", "brand"),
@@ -301,15 +302,21 @@ def test_input_classes_by_hand():
     # Padded positions are not rows: only position 1 of a length-2 session, here row 0.
     got = input_classes(x, tf.constant([[False, True, False]]), labels[1:2]).numpy().tolist()
     assert got == [[0, 4], [0, 5]]
-    # The prior (items 9, 8, pad: classes 7, 6) is left out at every position, but not where
-    # it is the position's label (class 7 at position 2, labelled 9 here).
-    x[F.PRIOR] = tf.constant([[9, 8, 0]], tf.int64)
-    got = input_classes(x, mask, tf.constant([[4], [3], [7]], tf.int64)).numpy().tolist()
-    assert got == [
-        [0, 3], [0, 5], [0, 7], [0, 6],
-        [1, 4], [1, 5], [1, 7], [1, 6],
-        [2, 3], [2, 4], [2, 3], [2, 5], [2, 6],
-    ]  # fmt: skip
+
+
+def test_prior_mask_by_hand():
+    # Record 0 (2 positions) had items 9, 8 (classes 7, 6) before its session, record 1 (1
+    # position) had item 2 (class 0); padding and OOV ids (0, 1) are not classes. A position's
+    # own label stays in: position 1 is labelled 7.
+    prior = tf.constant([[9, 8, 1], [2, 0, 0]], tf.int64)
+    mask = tf.constant([[True, True], [True, False]])
+    labels = tf.constant([[3], [7], [5]], tf.int64)
+    got = prior_mask(prior, mask, labels, 8).numpy()
+    want = np.zeros([3, 8], bool)
+    want[0, [6, 7]] = True
+    want[1, 6] = True
+    want[2, 0] = True
+    np.testing.assert_array_equal(got, want)
 
 
 def test_masked_inputs_leave_the_softmax_by_hand():
@@ -346,7 +353,7 @@ def test_left_out_logits_pass_the_gradient_through_by_hand():
     with tf.GradientTape() as tape:
         tape.watch(logits)
         loss = tf.reduce_sum(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels, _leave_out(logits, masked))
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels, leave_out(logits, masked))
         )
     grad = tape.gradient(loss, logits).numpy()
     want = np.zeros([3, 6])

@@ -22,6 +22,7 @@ from sdm_tf.model.layers import (
     StackedLSTM,
     UserAttention,
 )
+from sdm_tf.model.masks import input_classes, leave_out, leave_out_cells, prior_mask
 
 
 def feature_dims(dataset: F.DatasetSpec, cfg: ModelConfig) -> dict[str, int]:
@@ -273,10 +274,12 @@ class SDM(tfrs.models.Model):
         vectors = tf.boolean_mask(outputs, mask)  # [M, d]
         classes = tf.boolean_mask(labels, mask)  # [M, next_n]
         if self.full_softmax:
-            masked = None
+            masked = prior = None
             if self.cfg.mask_inputs == "on":
                 masked = input_classes(inputs, mask, classes)
-            losses = self.full_softmax_loss(vectors, classes, masked)
+                if F.PRIOR in inputs:
+                    prior = prior_mask(inputs[F.PRIOR], mask, classes, self.num_classes)
+            losses = self.full_softmax_loss(vectors, classes, masked, prior)
         else:
             sampled_values = None
             num_sampled = self.cfg.num_sampled
@@ -320,15 +323,22 @@ class SDM(tfrs.models.Model):
         return f"sampled softmax, {self.cfg.num_sampled:,} negatives of {self.num_classes:,} items"
 
     def full_softmax_loss(
-        self, vectors: tf.Tensor, classes: tf.Tensor, masked: tf.Tensor | None = None
+        self,
+        vectors: tf.Tensor,
+        classes: tf.Tensor,
+        masked: tf.Tensor | None = None,
+        prior: tf.Tensor | None = None,
     ) -> tf.Tensor:
         """Cross-entropy over every item, the `next_n` labels weighted 1/next_n each (the
         target distribution `tf.nn.sampled_softmax_loss` uses). [M, d], [M, n] -> [M].
-        `masked` [K, 2]: (row, class) pairs left out of the softmax (`input_classes`)."""
+        `masked` [K, 2]: (row, class) pairs left out of the softmax (`input_classes`);
+        `prior` [M, C]: cells left out as well (`prior_mask`)."""
         with tf.name_scope("full_softmax"):  # a block of its own in profiles
             logits = self.score(vectors)  # [M, C]
             if masked is not None:
-                logits = _leave_out(logits, masked)
+                logits = leave_out(logits, masked)
+            if prior is not None:
+                logits = leave_out_cells(logits, prior)
             if classes.shape[-1] == 1:  # the fused kernel: no [M, C] log-probabilities kept
                 return tf.nn.sparse_softmax_cross_entropy_with_logits(classes[:, 0], logits)
             log_probs = tf.nn.log_softmax(logits)
@@ -337,39 +347,3 @@ class SDM(tfrs.models.Model):
     def score(self, user_vectors: tf.Tensor) -> tf.Tensor:
         """Exact scores against every item: [B, num_items]."""
         return tf.matmul(user_vectors, self.item_table, transpose_b=True) + self.output_bias
-
-
-@tf.custom_gradient
-def _leave_out(logits: tf.Tensor, masked: tf.Tensor):
-    """`logits` [M, C] with the (row, class) cells of `masked` [K, 2] at -1e9. The gradient
-    passes through as it is: the softmax gives those cells a probability of exactly 0 (the
-    exponential underflows), so the loss's gradient there is 0 already, and the scatter's own
-    gradient (a copy of [M, C] that zeroes them again) would add time and nothing else."""
-    fill = tf.fill(tf.shape(masked)[:1], tf.constant(-1e9, logits.dtype))
-    return tf.tensor_scatter_nd_update(logits, masked, fill), lambda dy: (dy, None)
-
-
-def input_classes(inputs: Mapping[str, tf.Tensor], mask: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """(row, class) of every item a position has in its input (the session up to and including
-    it, the long-term item bag) or in the user's history before the session (`F.PRIOR`, where
-    the data has it), other than its own labels: [K, 2], rows numbering the positions of `mask`
-    [B, T] in `tf.boolean_mask` order; `labels` [M, n] are those positions' classes. On data
-    where users do not come back to an item these can never be the next one, and evaluation
-    leaves the user's whole history out of the ranking: the softmax leaves them out too."""
-    short = inputs[F.short_key(F.ITEM)]  # [B, T]
-    steps = tf.shape(mask)[1]
-    short = short[:, :steps]
-    prefix = tf.linalg.band_part(tf.ones([steps, steps], tf.bool), -1, 0)  # [t, j]: j <= t
-    ids = tf.where(prefix[tf.newaxis], short[:, tf.newaxis, :], tf.zeros_like(short)[:, None])
-    ids = tf.boolean_mask(ids, mask)  # [M, T]
-    # The bag and the prior are the same for every position of a record: gathered per row.
-    rows = tf.where(mask)[:, 0]
-    per_record = [inputs[F.long_key(F.ITEM)]]  # [B, L]
-    if F.PRIOR in inputs:
-        per_record.append(inputs[F.PRIOR])  # [B, P]
-    ids = tf.concat([ids, tf.gather(tf.concat(per_record, axis=-1), rows)], axis=-1)
-    classes = ids - F.NUM_RESERVED  # padding and OOV below 0
-    own = tf.reduce_any(classes[:, :, tf.newaxis] == labels[:, tf.newaxis, :], axis=-1)
-    keep = tf.logical_and(classes >= 0, tf.logical_not(own))
-    where = tf.where(keep)  # [K, 2]: (row, input slot)
-    return tf.stack([where[:, 0], tf.gather_nd(classes, where)], axis=1)

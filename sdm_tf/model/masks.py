@@ -1,0 +1,77 @@
+"""What the exact softmax leaves out: the items a position had in its input and the user's
+history before its session, on data where users do not come back to items (`mask_inputs`).
+Evaluation leaves the user's history out of the ranking; training leaves it out of the softmax."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import tensorflow as tf
+
+from sdm_tf.core import features as F
+
+
+@tf.custom_gradient
+def leave_out(logits: tf.Tensor, masked: tf.Tensor):
+    """`logits` [M, C] with the (row, class) cells of `masked` [K, 2] at -1e9. The gradient
+    passes through as it is: the softmax gives those cells a probability of exactly 0 (the
+    exponential underflows), so the loss's gradient there is 0 already, and the scatter's own
+    gradient (a copy of [M, C] that zeroes them again) would add time and nothing else."""
+    fill = tf.fill(tf.shape(masked)[:1], tf.constant(-1e9, logits.dtype))
+    return tf.tensor_scatter_nd_update(logits, masked, fill), lambda dy: (dy, None)
+
+
+@tf.custom_gradient
+def leave_out_cells(logits: tf.Tensor, cells: tf.Tensor):
+    """`logits` [M, C] at -1e9 where `cells` [M, C] is true; the gradient passes through, as
+    in `leave_out`."""
+    return tf.where(cells, tf.constant(-1e9, logits.dtype), logits), lambda dy: (dy, None)
+
+
+def prior_mask(prior: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor, num_classes) -> tf.Tensor:
+    """[M, C]: true at the classes of the user's history before the session (`prior` [B, P],
+    item ids, 0-padded) for every position of `mask` [B, T] (`tf.boolean_mask` order), except
+    the position's own labels [M, n]. On data where users do not come back to items these
+    are never the next one, and evaluation leaves the whole history out of the ranking. Dense
+    rather than (row, class) pairs: the prior is the same for every position of a record, and
+    on MovieLens (~180 items a record) the loss and its gradient took 8–11 % less time than
+    with pairs (docs/performance.md)."""
+    classes = prior - F.NUM_RESERVED
+    batch = tf.shape(classes)[0]
+    rows = tf.tile(tf.range(batch, dtype=classes.dtype)[:, None], [1, tf.shape(classes)[1]])
+    keep = classes >= 0
+    where = tf.stack([tf.boolean_mask(rows, keep), tf.boolean_mask(classes, keep)], axis=1)
+    hits = tf.scatter_nd(where, tf.ones(tf.shape(where)[:1], tf.int32), [batch, num_classes])
+    cells = tf.gather(hits > 0, tf.where(mask)[:, 0])  # [M, C]
+    positions = tf.shape(labels, out_type=labels.dtype)[0]
+    own = tf.stack(
+        [
+            tf.repeat(tf.range(positions), tf.shape(labels)[1]),
+            tf.reshape(labels, [-1]),
+        ],
+        axis=1,
+    )
+    own = tf.boolean_mask(own, own[:, 1] >= 0)
+    return tf.tensor_scatter_nd_update(cells, own, tf.zeros(tf.shape(own)[:1], tf.bool))
+
+
+def input_classes(inputs: Mapping[str, tf.Tensor], mask: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """(row, class) of every item a position has in its input (the session up to and including
+    it, and the long-term item bag) other than its own labels: [K, 2], rows numbering the
+    positions of `mask` [B, T] in `tf.boolean_mask` order; `labels` [M, n] are those positions'
+    classes. On data where users do not come back to an item these can never be the next one,
+    and evaluation leaves the history out of the ranking: the softmax leaves them out too (the
+    earlier history: `prior_mask`)."""
+    short = inputs[F.short_key(F.ITEM)]  # [B, T]
+    steps = tf.shape(mask)[1]
+    short = short[:, :steps]
+    prefix = tf.linalg.band_part(tf.ones([steps, steps], tf.bool), -1, 0)  # [t, j]: j <= t
+    ids = tf.where(prefix[tf.newaxis], short[:, tf.newaxis, :], tf.zeros_like(short)[:, None])
+    bag = inputs[F.long_key(F.ITEM)]  # [B, L]
+    bag = tf.tile(bag[:, tf.newaxis, :], [1, steps, 1])
+    ids = tf.boolean_mask(tf.concat([ids, bag], axis=-1), mask)  # [M, T + L]
+    classes = ids - F.NUM_RESERVED  # padding and OOV below 0
+    own = tf.reduce_any(classes[:, :, tf.newaxis] == labels[:, tf.newaxis, :], axis=-1)
+    keep = tf.logical_and(classes >= 0, tf.logical_not(own))
+    where = tf.where(keep)  # [K, 2]: (row, input slot)
+    return tf.stack([where[:, 0], tf.gather_nd(classes, where)], axis=1)
