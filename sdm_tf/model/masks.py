@@ -28,7 +28,7 @@ def leave_out_cells(logits: tf.Tensor, cells: tf.Tensor):
     return tf.where(cells, tf.constant(-1e9, logits.dtype), logits), lambda dy: (dy, None)
 
 
-def prior_mask(prior: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor, num_classes) -> tf.Tensor:
+def prior_mask(prior: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
     """[M, C]: true at the classes of the user's history before the session (`prior` [B, P],
     item ids, 0-padded) for every position of `mask` [B, T] (`tf.boolean_mask` order), except
     the position's own labels [M, n]. On data where users do not come back to items these
