@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from pipelines import examples as X
+from pipelines import preprocess as P
 from pipelines import read as R
 from pipelines import vocab as V
 from sdm_tf.core import features as F
@@ -52,11 +53,31 @@ def run(
     max_user_rows: int = 100_000,
     protocol: str = "none",
 ) -> dict:
-    """Writes what `pipelines.preprocess` writes for the same arguments; returns stats.json."""
+    """Writes what `pipelines.preprocess` writes for the same arguments (`session` None: its
+    default, the "auto" session gap); returns stats.json."""
     if protocol not in ("time", "loo", "none"):
         raise ValueError(f"the reference runs the time, loo and none protocols, not {protocol!r}")
     fmt = fmt or InputFormat(kind="taobao")
-    session = session or S.SessionConfig()
+
+    def once(s: S.SessionConfig) -> dict:
+        return _run_once(pattern, output_dir, fmt, s, min_item_count, max_user_events,
+                         max_user_rows, protocol)  # fmt: skip
+
+    if session is None:
+        return P.run_with_auto_gap(once, S.SessionConfig(), output_dir)
+    return once(session)
+
+
+def _run_once(
+    pattern: str,
+    output_dir: str,
+    fmt: InputFormat,
+    session: S.SessionConfig,
+    min_item_count: int,
+    max_user_events: int,
+    max_user_rows: int,
+    protocol: str,
+) -> dict:
     tagged: dict[str, list] = collections.defaultdict(list)
 
     batches: list = []

@@ -217,8 +217,11 @@ def run(
                 "test_examples",
                 "train_all_examples",
                 "items",
+                "sessions",
+                "sessions_after_long_pause",
             )
-        },
+        }
+        | {"session_gap_auto": stats.get("session_gap_auto")},
         "exclude_seen": {r: flag for flag, r in RULE_OF.items()}[rule],
         "history_rule": rule,
         "validation": validation,

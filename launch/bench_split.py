@@ -11,6 +11,7 @@ from absl import flags
 from launch import bench_lib as bench_split
 from launch import common
 from launch.preprocess import quiet_beam
+from pipelines.preprocess import session_gap_text
 from sdm_tf import config as C
 from sdm_tf.train import evaluation as E
 
@@ -78,6 +79,7 @@ def main(argv):
         f"chosen epoch {val.get('best_epoch')} (validation {val.get('metric')} "
         f"{val.get('best', float('nan')):.4f}), history rule {summary['history_rule']}"
     )
+    print(f"sessions: session gap {session_gap_text(summary['preprocess_stats'])}")
     if summary.get("fit_schedule") and summary["fit_schedule"][1]:
         epochs, decay = summary["fit_schedule"]
         rate = cfg["train"]["learning_rate"]

@@ -62,6 +62,7 @@ class MakeExamplesFn(beam.DoFn):
             kept_events=len(events),
             train_events=len(train),
             sessions=len(lengths),
+            sessions_after_long_pause=S.sessions_after_long_pause(train, self.cfg),
             session_events=sum(lengths),
             train_examples=len(records),
             # "auto" settings read it (sdm_tf.config.resolve_auto)
@@ -152,6 +153,7 @@ def finalize_stats(counts: Mapping[str, int]) -> dict:
         "users": counts.get("users", 0),
         "items": counts.get("items", 0),
         "sessions": sessions,
+        "sessions_after_long_pause": counts.get("sessions_after_long_pause", 0),
         "train_examples": counts.get("train_examples", 0),
         "train_examples_without_long_term": counts.get("train_examples_without_long_term", 0),
         "train_labels": counts.get("train_labels", 0),

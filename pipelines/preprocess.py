@@ -23,7 +23,7 @@ import argparse
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -176,6 +176,16 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
     )
 
 
+def session_gap_text(stats: dict) -> str:
+    """The session rule the data was built with, in words."""
+    auto = stats.get("session_gap_auto")
+    if not auto:
+        return "as given"
+    gap = f"{auto['session_gap']} s" if auto["session_gap"] else "none (one sequence per user)"
+    share = auto["long_pause_share"]
+    return f"{gap}: auto, {share:.1%} of sessions after a pause beyond the long-term window"
+
+
 def table1(stats: dict, name: str = "dataset") -> str:
     """A summary in the shape of the paper's Table 1."""
     rows = [
@@ -184,6 +194,7 @@ def table1(stats: dict, name: str = "dataset") -> str:
         ("# items", f"{stats['items']:,}"),
         ("# events", f"{stats['events']:,}"),
         ("# sessions", f"{stats['sessions']:,}"),
+        ("session gap", session_gap_text(stats)),
         ("avg. session length", f"{stats['avg_session_length']:.2f}"),
         ("# train examples", f"{stats['train_examples']:,}"),
         ("# eval examples", f"{stats['eval_examples']:,}"),
@@ -211,7 +222,12 @@ def make_parser() -> argparse.ArgumentParser:
     a("--user_table", default="", help="CSV with a header: user id and profile columns")
     a("--user_key", default="user_id")
     a("--profile_columns", default="", help="comma list; default: every other column")
-    a("--session_gap", type=int, default=600, help="seconds")
+    a(
+        "--session_gap",
+        default="auto",
+        help="seconds; 0: no gap rule (one sequence per user); auto: 600 unless many sessions "
+        "follow a pause longer than the long-term window (sdm_tf.core.sessions.NO_GAP_SHARE)",
+    )
     a("--max_session_length", type=int, default=50)
     a("--long_term_days", type=float, default=7.0)
     a("--long_term_size", type=int, default=20)
@@ -255,6 +271,9 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
         raise SystemExit("--eval_protocol=queries needs --queries and --truth")
     if bool(args.test_queries) != bool(args.test_truth):
         raise SystemExit("--test_queries and --test_truth go together")
+    if args.session_gap != "auto" and not str(args.session_gap).isdigit():
+        raise SystemExit(f"--session_gap: seconds, 0 or auto; got {args.session_gap!r}")
+    gap = S.DEFAULT_SESSION_GAP if args.session_gap == "auto" else int(args.session_gap)
     return PreprocessConfig(
         input=args.input,
         output_dir=args.output_dir,
@@ -266,7 +285,7 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
         user_key=args.user_key,
         profile_columns=tuple(c for c in args.profile_columns.split(",") if c),
         session=S.SessionConfig(
-            session_gap=args.session_gap,
+            session_gap=gap,
             max_session_length=args.max_session_length,
             long_term_days=args.long_term_days,
             long_term_size=args.long_term_size,
@@ -333,15 +352,45 @@ def check_inputs(cfg: PreprocessConfig) -> None:
             raise InputError(f"--{flag} {pattern}: no {key!r} column in its header")
 
 
+def run_with_auto_gap(
+    run_once: Callable[[S.SessionConfig], dict], session: S.SessionConfig, output_dir: str
+) -> dict:
+    """`run_once(session)` (a run of the whole job, returning stats.json's content), and again
+    without the gap rule where `S.auto_session_gap` says so; stats.json records the decision as
+    `session_gap_auto`."""
+    stats = run_once(session)
+    gap = S.auto_session_gap(stats)
+    auto = {"long_pause_share": round(S.long_pause_share(stats), 4), "session_gap": gap}
+    if gap != session.session_gap:
+        # Every output has a fixed name (shards included): this run overwrites the first.
+        stats = run_once(dataclasses.replace(session, session_gap=gap))
+    stats["session_gap_auto"] = auto
+    V.write_text(
+        FileSystems.join(output_dir, "stats.json"), json.dumps(stats, indent=1, sort_keys=True)
+    )
+    return stats
+
+
+def _run_pipeline(cfg: PreprocessConfig, options: PipelineOptions) -> dict:
+    with beam.Pipeline(options=options) as p:
+        build(p, cfg)
+    with FileSystems.open(FileSystems.join(cfg.output_dir, "stats.json")) as f:
+        return json.loads(f.read())
+
+
 def run(argv: Sequence[str] | None = None) -> dict:
     """Runs the pipeline and returns stats.json's content."""
     args, beam_args = make_parser().parse_known_args(argv)
     cfg = config_from_args(args)
     check_inputs(cfg)
     options = PipelineOptions(default_pipeline_args(beam_args))
-    with beam.Pipeline(options=options) as p:
-        build(p, cfg)
-    with FileSystems.open(FileSystems.join(cfg.output_dir, "stats.json")) as f:
-        stats = json.loads(f.read())
+    if args.session_gap == "auto":
+        stats = run_with_auto_gap(
+            lambda session: _run_pipeline(dataclasses.replace(cfg, session=session), options),
+            cfg.session,
+            cfg.output_dir,
+        )
+    else:
+        stats = _run_pipeline(cfg, options)
     print(table1(stats, os.path.basename(cfg.input.rstrip("/")) or cfg.input))
     return stats

@@ -170,3 +170,41 @@ def test_query_events_take_side_values_from_the_item_table(tmp_path, protocol):
             f = tf.train.Example.FromString(raw.numpy()).features.feature
             cats = list(f[F.short_key("category")].int64_list.value)
             assert cats and F.OOV_ID not in cats, (split, cats)
+
+
+def _users_with_pauses(tmp_path, pause_days: float) -> str:
+    """4 users x 3 sessions of 3 events (a minute apart), `pause_days` between sessions."""
+    rows = ["user_id,item_id,timestamp"]
+    for u in range(4):
+        for k in range(3):
+            start = 1_000_000 + int(k * pause_days * 86400)
+            rows += [f"u{u},i{(u + k + t) % 5},{start + 60 * t}" for t in range(3)]
+    path = tmp_path / f"events_{pause_days}.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("pause_days, gap, sessions", [(3, 600, 12), (30, 0, 8)])
+def test_auto_session_gap_follows_the_pauses(tmp_path, pause_days, gap, sessions):
+    """Sessions 3 days apart keep the gap rule; 30 days apart (2 of every user's 3 sessions
+    after a pause beyond the 7-day window: 8 of 12) the history becomes one sequence, cut at
+    `max_session_length` 5: [5, 4] per user. The spec tells serving which rule it was."""
+    out = tmp_path / f"out_{pause_days}"
+    stats = preprocess.run(
+        [f"--input={_users_with_pauses(tmp_path, pause_days)}", "--format=csv",
+         "--eval_protocol=none", "--min_item_count=1", "--max_session_length=5",
+         f"--output_dir={out}", "--num_shards=1", *IN_MEMORY]
+    )  # fmt: skip
+    share = 0.0 if gap else 8 / 12
+    assert stats["session_gap_auto"] == {"long_pause_share": round(share, 4), "session_gap": gap}
+    assert stats["sessions"] == sessions
+    assert json.loads((out / "stats.json").read_text()) == stats
+    assert json.loads((out / "dataset_spec.json").read_text())["session_gap"] == gap
+    pinned = preprocess.run(
+        [f"--input={_users_with_pauses(tmp_path, pause_days)}", "--format=csv",
+         "--eval_protocol=none", "--min_item_count=1", "--max_session_length=5",
+         "--session_gap=600", f"--output_dir={tmp_path / 'pinned'}", "--num_shards=1",
+         *IN_MEMORY]
+    )  # fmt: skip
+    assert pinned["sessions"] == 12 and "session_gap_auto" not in pinned
+    assert pinned["sessions_after_long_pause"] == (0 if gap else 8)

@@ -39,6 +39,42 @@ def test_gaps_are_between_adjacent_events():
     assert lengths([ev(i, T0 + 500 * i) for i in range(4)]) == [4]
 
 
+def test_no_gap_rule_makes_one_sequence_in_windows_of_the_cap():
+    cfg = S.SessionConfig(session_gap=0, max_session_length=3)
+    days = [ev(i, T0 + 30 * S.DAY * i) for i in range(7)]  # a month apart each
+    assert lengths(days, cfg) == [3, 3, 1]
+    # Session ids still make their own sessions.
+    assert lengths([ev(1, T0, "a"), ev(2, T0 + 1, "b"), ev(3, T0 + 2)], cfg) == [1, 2]
+
+
+def test_sessions_after_long_pause_by_hand():
+    week = 7 * S.DAY
+    events = [
+        ev(1, T0),  # first session: nothing earlier
+        ev(2, T0 + week),  # exactly 7 days later: the window is inclusive, not a long pause
+        ev(3, T0 + 3 * week),  # 14 days after the last event: a long pause
+        ev(4, T0 + 3 * week + 60),  # same session
+        ev(5, T0 + 5 * week + 1),  # 14 days + 1 s: a long pause
+    ]
+    assert lengths(events) == [1, 1, 2, 1]
+    assert S.sessions_after_long_pause(events, CFG) == 2
+    # A capped session's second chunk has its first chunk just before it.
+    assert S.sessions_after_long_pause(events, S.SessionConfig(max_session_length=2)) == 2
+    # Without the gap rule only a chunk that starts after a long pause counts: [1 2] [3 4] [5].
+    assert (
+        S.sessions_after_long_pause(events, S.SessionConfig(session_gap=0, max_session_length=2))
+        == 2
+    )
+    assert S.sessions_after_long_pause(events, S.SessionConfig(long_term_days=30)) == 0
+
+
+def test_auto_session_gap_drops_the_gap_rule_from_one_tenth_of_sessions_after_long_pauses():
+    assert S.auto_session_gap({"sessions": 1000, "sessions_after_long_pause": 99}) == 600
+    assert S.auto_session_gap({"sessions": 1000, "sessions_after_long_pause": 100}) == 0
+    assert S.auto_session_gap({"sessions": 0, "sessions_after_long_pause": 0}) == 600
+    assert S.long_pause_share({"sessions": 8, "sessions_after_long_pause": 2}) == 0.25
+
+
 def test_session_id_change_inside_a_short_gap_splits():
     assert lengths([ev(1, T0, "a"), ev(2, T0 + 10, "b")]) == [1, 1]
 
