@@ -111,6 +111,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--http_requests", type=int, default=400, help="per concurrency level")
     ap.add_argument("--coalesce", type=int, default=64, help="the service's max_coalesce")
     ap.add_argument("--tf_threads", type=int, default=0, help="TF threads (0: TF's default)")
+    ap.add_argument(
+        "--http_stacks", nargs="+", default=["auto"], choices=sorted(HTTP_STACKS),
+        help="the service's HTTP parser and event loop, each measured in turn",
+    )  # fmt: skip
+    ap.add_argument(
+        "--load_client", default="stdlib", choices=["stdlib", "httpx"],
+        help="http_load.py's client (stdlib http.client costs the least CPU per request)",
+    )  # fmt: skip
     a = ap.parse_args(argv)
     if a.tf_threads:
         import tensorflow as tf
@@ -175,30 +183,50 @@ def main(argv=None) -> dict:
     if a.clients:
         hnsw_cfg.ef_search = a.ef_search[0]
         I.set_search_params(hnsw, hnsw_cfg)
-        result["http"] = {"ef_search": a.ef_search[0]}
+        result["http"] = {"ef_search": a.ef_search[0], "load_client": a.load_client}
         retriever = serving.Retriever(exp, hnsw, hnsw_cfg)
-        for name, coalesce in (("one_at_a_time", 1), ("coalesced", a.coalesce)):
-            result["http"][name] = http_concurrency(
-                retriever, reqs, a.clients, a.http_requests, coalesce
-            )
-            print(json.dumps({name: result["http"][name]}), flush=True)
+        for stack in a.http_stacks:
+            rows = result["http"].setdefault(stack, {})
+            for name, coalesce in (("one_at_a_time", 1), ("coalesced", a.coalesce)):
+                rows[name] = http_concurrency(
+                    retriever, reqs, a.clients, a.http_requests, coalesce, stack, a.load_client
+                )
+                print(json.dumps({"stack": stack, name: rows[name]}), flush=True)
     print(json.dumps(result, indent=1))
     return result
 
 
 WARM_UP = 5  # http_load.py's warm-up requests
+# uvicorn's HTTP parser and event loop: "auto" is what `launch.serve` gets (httptools and
+# uvloop where installed, as `uvicorn[standard]` installs them); "h11" the pure-Python pair.
+HTTP_STACKS = {
+    "auto": {"http": "auto", "loop": "auto"},
+    "h11": {"http": "h11", "loop": "asyncio"},
+    "httptools": {"http": "httptools", "loop": "uvloop"},
+}
 
 
-def http_concurrency(retriever, reqs, clients: list[int], n: int, coalesce: int = 64) -> list[dict]:
+def http_concurrency(
+    retriever,
+    reqs,
+    clients: list[int],
+    n: int,
+    coalesce: int = 64,
+    stack: str = "auto",
+    load_client: str = "stdlib",
+) -> list[dict]:
     """The service on `retriever` in this process (coalescing up to `coalesce` concurrent
-    requests); load from a separate client process."""
+    requests, on the HTTP stack `stack`); load from a separate client process."""
     import uvicorn
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     app = serving.create_app(retriever, max_coalesce=coalesce)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="error", **HTTP_STACKS[stack]
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -212,7 +240,7 @@ def http_concurrency(retriever, reqs, clients: list[int], n: int, coalesce: int 
             cpu = time.process_time()  # this process is the service (its idle threads sleep)
             out = subprocess.run(
                 [sys.executable, client, f"http://127.0.0.1:{port}/v1/retrieve", f.name,
-                 "--clients", str(c), "--requests", str(n)],
+                 "--clients", str(c), "--requests", str(n), "--client", load_client],
                 check=True, capture_output=True, text=True,
             )  # fmt: skip
             row = json.loads(out.stdout.strip().splitlines()[-1])
