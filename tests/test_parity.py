@@ -51,12 +51,15 @@ def write_data(root):
         fed = []
         for j in range(12):
             i = int(rng.integers(0, len(ITEMS)))
-            row = [user, ITEMS[i], str(t + 60 * j), f"q{u}" if u % 2 else "", "", "C"]
+            # An hour's pause after 6 events: without session ids (even users) the gap rule
+            # makes the last 6 the query, no gap rule all 12.
+            ts = t + 60 * j + (3600 if j >= 6 else 0)
+            row = [user, ITEMS[i], str(ts), f"q{u}" if u % 2 else "", "", "C"]
             fed.append(row)
             if j == 4:
                 fed.append(list(row))  # an exact duplicate
             if j == 7:
-                fed.append([user, UNKNOWN, str(t + 60 * j + 1), "", "unknown-brand", "C"])
+                fed.append([user, UNKNOWN, str(ts + 1), "", "unknown-brand", "C"])
         queries += fed
         truth.append({"user_id": user, "items": [ITEMS[(u * 7) % len(ITEMS)]]})
     header = ["user_id", "item_id", "timestamp", "session_id", "brand", "category"]
@@ -77,8 +80,10 @@ def write_data(root):
     return queries, truth
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+# "auto" keeps the 600-s gap on this log (no pause beyond the long-term window); "0" is the
+# no-gap rule that "auto" picks on data like MovieLens: the service must follow either.
+@pytest.fixture(scope="module", params=["auto", "0"])
+def world(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("parity")
     queries, _ = write_data(root)
     data = root / "data"
@@ -92,6 +97,7 @@ def world(tmp_path_factory):
             f"--queries={root / 'queries.csv'}",
             f"--truth={root / 'truth.jsonl'}",
             "--min_item_count=2",
+            f"--session_gap={request.param}",
             f"--output_dir={data}",
             "--num_shards=1",
             *IN_MEMORY,
@@ -127,7 +133,7 @@ def test_service_ids_and_vectors_equal_the_pipelines(world):
     assert set(spec.item_features) >= {"item", "brand", "category"}
     users, vectors, _, _ = training.user_vectors(model, str(data))
     ours = dict(zip(users, vectors))
-    checked = 0
+    checked, lengths = 0, set()
     for batch in training.eval_batches(str(data), spec, batch_size=64):
         for b, user in enumerate(u.decode() for u in batch[F.USER_ID].numpy()):
             q = retriever.query(request_of(user, queries, retriever))
@@ -144,8 +150,11 @@ def test_service_ids_and_vectors_equal_the_pipelines(world):
                 assert ids[F.profile_key(p)][0] == int(batch[F.profile_key(p)][b])
             theirs = retriever.export.user_vectors(inputs)[0]
             assert np.abs(theirs - ours[user]).max() < 1e-5
+            if int(user[2:]) % 2 == 0:  # no session ids: the gap rule decides the window
+                lengths.add(n)
             checked += 1
     assert checked == 30
+    assert lengths == ({12} if spec.session_gap == 0 else {6})
 
 
 def test_the_log_quirks_are_in_the_examples(world):
