@@ -20,6 +20,7 @@ import urllib.parse
 import numpy as np
 
 HEADERS = {"content-type": "application/json"}
+WARM_UP = 5  # requests before the measured ones (serving_bench counts them to the service)
 
 
 def _stdlib_poster(url: str):
@@ -90,5 +91,5 @@ if __name__ == "__main__":
     a = ap.parse_args()
     with open(a.bodies, "rb") as f:
         bodies = [line.rstrip(b"\n") for line in f if line.strip()]
-    load(a.url, bodies[:1], 1, 5, a.client)  # warm-up (serving_bench.WARM_UP)
+    load(a.url, bodies[:1], 1, WARM_UP, a.client)
     print(json.dumps({**load(a.url, bodies, a.clients, a.requests, a.client), "client": a.client}))

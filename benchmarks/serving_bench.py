@@ -33,6 +33,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 
+from benchmarks import http_load  # noqa: E402
 from sdm_tf.serving import index as I  # noqa: E402
 from sdm_tf.serving import service as serving  # noqa: E402
 from sdm_tf.serving.export import Export, augment_queries  # noqa: E402
@@ -116,7 +117,7 @@ def main(argv=None) -> dict:
         help="the service's HTTP parser and event loop, each measured in turn",
     )  # fmt: skip
     ap.add_argument(
-        "--load_client", default="stdlib", choices=["stdlib", "httpx"],
+        "--load_client", default="stdlib", choices=sorted(http_load.POSTERS),
         help="http_load.py's client (stdlib http.client costs the least CPU per request)",
     )  # fmt: skip
     a = ap.parse_args(argv)
@@ -196,7 +197,6 @@ def main(argv=None) -> dict:
     return result
 
 
-WARM_UP = 5  # http_load.py's warm-up requests
 # uvicorn's HTTP parser and event loop: "auto" is what `launch.serve` gets (httptools and
 # uvloop where installed, as `uvicorn[standard]` installs them); "h11" the pure-Python pair.
 HTTP_STACKS = {
@@ -234,7 +234,7 @@ def http_concurrency(
     rows = []
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         f.writelines(r.model_dump_json(exclude_none=True) + "\n" for r in reqs)
-    client = os.path.join(os.path.dirname(os.path.abspath(__file__)), "http_load.py")
+    client = http_load.__file__
     try:
         for c in clients:
             cpu = time.process_time()  # this process is the service (its idle threads sleep)
@@ -246,7 +246,7 @@ def http_concurrency(
             row = json.loads(out.stdout.strip().splitlines()[-1])
             # CPU per request on each side (the client's warm-up requests count to the
             # service's): with both on one machine, cores x 1000 / their sum bounds requests/s.
-            served = row["requests"] + WARM_UP
+            served = row["requests"] + http_load.WARM_UP
             row["service_cpu_ms_per_request"] = round(
                 1000 * (time.process_time() - cpu) / served, 3
             )
