@@ -67,9 +67,9 @@ def input_classes(inputs: Mapping[str, tf.Tensor], mask: tf.Tensor, labels: tf.T
     short = short[:, :steps]
     prefix = tf.linalg.band_part(tf.ones([steps, steps], tf.bool), -1, 0)  # [t, j]: j <= t
     ids = tf.where(prefix[tf.newaxis], short[:, tf.newaxis, :], tf.zeros_like(short)[:, None])
-    bag = inputs[F.long_key(F.ITEM)]  # [B, L]
-    bag = tf.tile(bag[:, tf.newaxis, :], [1, steps, 1])
-    ids = tf.boolean_mask(tf.concat([ids, bag], axis=-1), mask)  # [M, T + L]
+    # The bag is the same for every position of a record: gathered per position's row.
+    bag = tf.gather(inputs[F.long_key(F.ITEM)], tf.where(mask)[:, 0])  # [M, L]
+    ids = tf.concat([tf.boolean_mask(ids, mask), bag], axis=-1)  # [M, T + L]
     classes = ids - F.NUM_RESERVED  # padding and OOV below 0
     own = tf.reduce_any(classes[:, :, tf.newaxis] == labels[:, tf.newaxis, :], axis=-1)
     keep = tf.logical_and(classes >= 0, tf.logical_not(own))
