@@ -32,6 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import examples as X
 from pipelines import read as R
+from pipelines import runner
 from pipelines import vocab as V
 from sdm_tf.core import features as F
 from sdm_tf.core import sessions as S
@@ -305,18 +306,6 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
     )
 
 
-def default_pipeline_args(beam_args: Sequence[str]) -> list[str]:
-    """DirectRunner in multi-processing mode unless the caller picked a runner."""
-    args = list(beam_args)
-    if not any(a.startswith("--runner") for a in args):
-        args += ["--runner=DirectRunner"]
-        if not any(a.startswith("--direct_running_mode") for a in args):
-            args += ["--direct_running_mode=multi_processing"]
-        if not any(a.startswith("--direct_num_workers") for a in args):
-            args += [f"--direct_num_workers={os.cpu_count() or 1}"]
-    return args
-
-
 def check_inputs(cfg: PreprocessConfig) -> None:
     """Every named file exists and a CSV header has the mapped columns, before Beam starts:
     `InputError` with the flag and what was expected, not a failure inside a worker."""
@@ -371,11 +360,13 @@ def run_with_auto_gap(
     return stats
 
 
-def _run_pipeline(cfg: PreprocessConfig, options: PipelineOptions) -> dict:
-    with beam.Pipeline(options=options) as p:
+def _run_pipeline(cfg: PreprocessConfig, pipeline_args: list[str]) -> dict:
+    with beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:
         build(p, cfg)
     with FileSystems.open(FileSystems.join(cfg.output_dir, "stats.json")) as f:
-        return json.loads(f.read())
+        stats = json.loads(f.read())
+    X.check_accounting(stats, cfg.output_dir)
+    return stats
 
 
 def run(argv: Sequence[str] | None = None) -> dict:
@@ -383,14 +374,15 @@ def run(argv: Sequence[str] | None = None) -> dict:
     args, beam_args = make_parser().parse_known_args(argv)
     cfg = config_from_args(args)
     check_inputs(cfg)
-    options = PipelineOptions(default_pipeline_args(beam_args))
     if args.session_gap == "auto":
         stats = run_with_auto_gap(
-            lambda session: _run_pipeline(dataclasses.replace(cfg, session=session), options),
+            lambda session: runner.run_checked(
+                lambda a: _run_pipeline(dataclasses.replace(cfg, session=session), a), beam_args
+            ),
             cfg.session,
             cfg.output_dir,
         )
     else:
-        stats = _run_pipeline(cfg, options)
+        stats = runner.run_checked(lambda a: _run_pipeline(cfg, a), beam_args)
     print(table1(stats, os.path.basename(cfg.input.rstrip("/")) or cfg.input))
     return stats

@@ -5,8 +5,11 @@ import random
 
 import pytest
 
-from pipelines import preprocess, synthetic
+from pipelines import examples as X
+from pipelines import preprocess, runner, synthetic
+from pipelines import read as R
 from sdm_tf.core import features as F
+from sdm_tf.core.errors import LostDataError
 from tests.conftest import IN_MEMORY, TINY, shared_path
 
 REQUIRED_STATS = (
@@ -208,3 +211,68 @@ def test_auto_session_gap_follows_the_pauses(tmp_path, pause_days, gap, sessions
     )  # fmt: skip
     assert pinned["sessions"] == 12 and "session_gap_auto" not in pinned
     assert pinned["sessions_after_long_pause"] == (0 if gap else 8)
+
+
+# a: 4 rows, one an exact duplicate; b: 3, one of an item seen once (r); c: 4 events, over
+# --max_user_events=3; d: 6 rows, over --max_user_rows=5. With --min_item_count=2 (i1 4
+# times, i2 3, i3 2, r 1; d is gone before the counting): 17 accepted rows = 1 duplicate +
+# 6 raw rows of d + 1 rare + 4 events of c + 5 kept (a's 3, b's 2).
+ACCOUNTING_ROWS = (
+    ["a,i1,100", "a,i1,100", "a,i2,200", "a,i3,300", "b,i1,100", "b,i2,200", "b,r,300"]
+    + ["c,i1,100", "c,i2,200", "c,i3,300", "c,i1,400"]
+    + [f"d,i2,{t}" for t in range(1, 7)]
+)
+
+
+def _accounting_run(tmp_path, *beam_args):
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join(["user_id,item_id,timestamp", *ACCOUNTING_ROWS]) + "\n")
+    return preprocess.run(
+        [f"--input={path}", "--format=csv", "--eval_protocol=none", "--min_item_count=2",
+         "--max_user_events=3", "--max_user_rows=5", "--session_gap=600",
+         f"--output_dir={tmp_path / 'out'}", "--num_shards=1", *IN_MEMORY, *beam_args]
+    )  # fmt: skip
+
+
+def test_every_accepted_event_is_accounted_for(tmp_path):
+    stats = _accounting_run(tmp_path)
+    assert stats["accepted_rows"] == 17
+    assert [stats.get(k, 0) for k in X.ACCOUNTED] == [1, 6, 1, 4, 5]
+    assert stats["events"] == 5 and stats["users"] == 2
+    assert stats["unaccounted_events"] == 0
+    assert X.unaccounted_events({"accepted_rows": 10, "kept_events": 12}) == -2
+
+
+def _lose_user_b(monkeypatch, runs: int):
+    """GroupUsersFn drops user b's element in the first `runs` runs (as a runner would lose
+    it after grouping); the pipeline runs in this process (in_memory), so the patch holds."""
+    process, calls = R.GroupUsersFn.process, {"a": 0}
+
+    def lossy(self, element):
+        if element[0] == "a":
+            calls["a"] += 1
+        if element[0] != "b" or calls["a"] > runs:
+            yield from process(self, element)
+
+    monkeypatch.setattr(R.GroupUsersFn, "process", lossy)
+    return calls
+
+
+def test_events_lost_by_the_runner_are_an_error(tmp_path, monkeypatch):
+    """On runner settings the caller chose, a loss fails the run with the number instead of
+    leaving an incomplete output behind silently."""
+    calls = _lose_user_b(monkeypatch, runs=9)
+    with pytest.raises(LostDataError, match="3 of 17 accepted events"):
+        _accounting_run(tmp_path, "--direct_num_workers=1")
+    assert calls["a"] == 1  # not run again
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["unaccounted_events"] == 3  # b's 3 rows: no step counted them
+
+
+def test_a_loss_on_the_default_runner_runs_again_on_one_worker(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    calls = _lose_user_b(monkeypatch, runs=1)
+    stats = _accounting_run(tmp_path)
+    assert calls["a"] == 2
+    assert stats["unaccounted_events"] == 0 and stats["events"] == 5
+    assert "3 of 17 accepted events" in capsys.readouterr().err
