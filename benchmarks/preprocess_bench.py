@@ -10,13 +10,17 @@ All three run in this one invocation on the same synthetic events file:
 * a vectorised numpy sessionizer that does only the core (read, item filter, sort, split
   sessions): a lower bound on time, doing much less (no bags, vocabularies or Examples).
 
-Peak memory: the reference's own process (it holds every event), and the largest process of
-the Beam run (its workers: this process only generated the data before it).
+Peak memory: the reference's own process (it holds every event); for the Beam run, sampled
+from /proc while it runs (`rss_sampler`), this process (the DirectRunner itself: its bundles
+and the GroupByKey's buffers; the data is generated in another process first) apart from its
+largest worker and from the whole tree. Comparing them at 10^6 and 10^7 events says which
+part grows with the data.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import json
 import multiprocessing as mp
@@ -33,6 +37,7 @@ import pyarrow.csv as pacsv
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import preprocess_reference as ref  # noqa: E402
+from benchmarks.rss_sampler import RssSampler  # noqa: E402
 from pipelines import preprocess, synthetic  # noqa: E402
 from sdm_tf.core import features as F  # noqa: E402
 
@@ -73,6 +78,37 @@ def _reference(events: str, work: str) -> tuple[dict, float, float]:
     return stats, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def compare(ref_stats: dict, stats: dict, ref_dir: str, out_dir: str) -> dict:
+    """What differs between the reference's outputs and the pipeline's: stats.json keys as
+    (reference, pipeline), and per kind of records how many are only on one side (as
+    multisets). Empty when they are the same."""
+    out: dict = {}
+    for key in sorted(set(ref_stats) | set(stats)):
+        if ref_stats.get(key) != stats.get(key):
+            out.setdefault("stats", {})[key] = [ref_stats.get(key), stats.get(key)]
+    for kind in F.KINDS:
+        a = collections.Counter(ref.read_records(ref_dir, kind))
+        b = collections.Counter(ref.read_records(out_dir, kind))
+        if a != b:
+            out[kind] = {
+                "reference_only": sum((a - b).values()),
+                "pipeline_only": sum((b - a).values()),
+                "records": [sum(a.values()), sum(b.values())],
+            }
+    return out
+
+
+def _generate(cfg: synthetic.SyntheticConfig, data: str) -> float:
+    t = time.perf_counter()
+    synthetic.generate(cfg, data)
+    return time.perf_counter() - t
+
+
+def _rss_gib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--num_events", type=int, default=1_000_000)
@@ -86,19 +122,20 @@ def main(argv=None) -> dict:
     work = a.workdir or tempfile.mkdtemp(prefix="sdm_bench_")
     data = os.path.join(work, "data")
     cfg = synthetic.SyntheticConfig(num_events=a.num_events)
-    t = time.perf_counter()
-    synthetic.generate(cfg, data)
-    gen_s = time.perf_counter() - t
+    # In another process, so that this one's memory before the Beam run is imports only.
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        gen_s = pool.submit(_generate, cfg, data).result()
     events = os.path.join(data, "events.csv")
 
+    before = _rss_gib()
     t = time.perf_counter()
-    stats = preprocess.run([
-        "--input", events, "--output_dir", os.path.join(work, "out"), "--eval_protocol", "none",
-        f"--direct_running_mode={a.runner_mode}",
-    ])  # fmt: skip
+    with RssSampler() as rss:
+        stats = preprocess.run([
+            "--input", events, "--output_dir", os.path.join(work, "out"),
+            "--eval_protocol", "none", f"--direct_running_mode={a.runner_mode}",
+            "--default_sdk_harness_log_level=ERROR",  # the workers' chatter, as the launchers do
+        ])  # fmt: skip
     beam_s = time.perf_counter() - t
-    # The largest finished child: the Beam workers (this process has only generated the data).
-    beam_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
 
     # A fresh interpreter (spawned, not forked), so that its peak memory is its own.
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
@@ -107,11 +144,7 @@ def main(argv=None) -> dict:
     t = time.perf_counter()
     base = numpy_sessionize(events)
     numpy_s = time.perf_counter() - t
-    identical = ref_stats == stats and all(
-        ref.read_records(os.path.join(work, "ref"), k)
-        == ref.read_records(os.path.join(work, "out"), k)
-        for k in F.KINDS
-    )
+    differences = compare(ref_stats, stats, os.path.join(work, "ref"), os.path.join(work, "out"))
     result = {
         "num_events": a.num_events,
         "cpus": os.cpu_count(),
@@ -122,10 +155,16 @@ def main(argv=None) -> dict:
         "reference_s": round(ref_s, 2),
         "reference_events_per_s": round(a.num_events / ref_s),
         "beam_over_reference_time_ratio": round(beam_s / ref_s, 2),
-        "identical_outputs": identical,
+        "identical_outputs": not differences,
+        "differences": differences,
         "train_examples": stats["train_examples"],
         "reference_peak_gib": round(ref_peak, 2),
-        "beam_largest_process_peak_gib": round(beam_peak, 2),
+        "events_csv_gib": round(os.path.getsize(events) / 2**30, 3),
+        "beam_runner_process_before_gib": round(before, 2),
+        "beam_runner_process_peak_gib": rss.peaks["self"],
+        "beam_largest_worker_peak_gib": rss.peaks["largest_child"],
+        "beam_all_processes_peak_gib": rss.peaks["all"],
+        "beam_worker_processes": rss.peaks["children"],
         "numpy_s": round(numpy_s, 2),
         "numpy_events_per_s": round(a.num_events / numpy_s),
         "beam_over_numpy_time_ratio": round(beam_s / numpy_s, 1),
