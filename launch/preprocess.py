@@ -6,7 +6,7 @@ import sys
 
 import sdm_tf  # noqa: F401  (sets the Keras switch before TensorFlow loads)
 from pipelines import preprocess
-from sdm_tf.core.errors import InputError
+from sdm_tf.core.errors import InputError, LostDataError
 
 
 def quiet_beam(argv: list[str]) -> None:
@@ -28,11 +28,11 @@ def entry() -> None:
         quiet_beam(argv)
     try:
         preprocess.run(argv)
-    except InputError as e:
+    except (InputError, LostDataError) as e:
         if traceback:
             raise
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(2 if isinstance(e, InputError) else 1)
 
 
 if __name__ == "__main__":

@@ -276,3 +276,24 @@ def test_a_loss_on_the_default_runner_runs_again_on_one_worker(tmp_path, monkeyp
     assert calls["a"] == 2
     assert stats["unaccounted_events"] == 0 and stats["events"] == 5
     assert "3 of 17 accepted events" in capsys.readouterr().err
+
+
+def test_the_launcher_says_a_loss_in_one_line(tmp_path, monkeypatch, capsys):
+    from launch import preprocess as launcher
+
+    _lose_user_b(monkeypatch, runs=9)
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join(["user_id,item_id,timestamp", *ACCOUNTING_ROWS]) + "\n")
+    monkeypatch.setattr(
+        "sys.argv",
+        ["preprocess", f"--input={path}", "--format=csv", "--eval_protocol=none",
+         "--min_item_count=2", "--max_user_events=3", "--max_user_rows=5",
+         "--session_gap=600", f"--output_dir={tmp_path / 'out'}", "--num_shards=1",
+         *IN_MEMORY, "--direct_num_workers=1"],
+    )  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        launcher.entry()
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "3 of 17 accepted events" in lines[0] and "Traceback" not in err
