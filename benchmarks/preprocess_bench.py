@@ -37,7 +37,7 @@ import pyarrow.csv as pacsv
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import preprocess_reference as ref  # noqa: E402
-from benchmarks.rss_sampler import RssSampler  # noqa: E402
+from benchmarks.rss_sampler import RssSampler, rss_bytes  # noqa: E402
 from pipelines import preprocess, synthetic  # noqa: E402
 from sdm_tf.core import features as F  # noqa: E402
 
@@ -104,11 +104,6 @@ def _generate(cfg: synthetic.SyntheticConfig, data: str) -> float:
     return time.perf_counter() - t
 
 
-def _rss_gib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--num_events", type=int, default=1_000_000)
@@ -127,7 +122,7 @@ def main(argv=None) -> dict:
         gen_s = pool.submit(_generate, cfg, data).result()
     events = os.path.join(data, "events.csv")
 
-    before = _rss_gib()
+    before = rss_bytes(os.getpid()) / 2**30
     t = time.perf_counter()
     with RssSampler() as rss:
         stats = preprocess.run([

@@ -20,7 +20,8 @@ import threading
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def _rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int) -> int:
+    """Resident bytes of one process; 0 once it is gone."""
     try:
         with open(f"/proc/{pid}/statm") as f:
             return int(f.read().split()[1]) * _PAGE
@@ -60,18 +61,17 @@ class RssSampler:
         self.interval = interval
         self.root = root or os.getpid()
         self._stop = threading.Event()
-        self._self = self._child = self._all = 0
+        self._self = self._all = 0
         self._by_pid: dict[int, int] = {}
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def sample(self) -> None:
-        own = _rss_bytes(self.root)
+        own = rss_bytes(self.root)
         kids = descendants(self.root)
-        sizes = [_rss_bytes(p) for p in kids]
+        sizes = [rss_bytes(p) for p in kids]
         for pid, size in zip(kids, sizes):
             self._by_pid[pid] = max(self._by_pid.get(pid, 0), size)
         self._self = max(self._self, own)
-        self._child = max(self._child, max(sizes, default=0))
         self._all = max(self._all, own + sum(sizes))
 
     def _loop(self) -> None:
@@ -97,7 +97,8 @@ class RssSampler:
         gib = 2**30
         return {
             "self": round(self._self / gib, 2),
-            "largest_child": round(self._child / gib, 2),
+            # The largest of each child's peak: the same as the peak of the largest child.
+            "largest_child": round(max(self._by_pid.values(), default=0) / gib, 2),
             "all": round(self._all / gib, 2),
             "children": len(self._by_pid),
         }

@@ -2,8 +2,9 @@
 
 DirectRunner with parallel workers lost data in three of four runs on 10^7 events (where
 counted, ~690 users and ~77,000 events from one worker's share of a grouped stage), and nothing
-in the run said so; one run with one worker lost nothing (docs/performance.md). `stats.json` accounts for
-every accepted row (`examples.unaccounted_events`), so a loss is caught on any runner.
+in the run said so; one run with one worker lost nothing (docs/performance.md). `stats.json`
+accounts for every accepted row (`examples.unaccounted_events`), so a loss is caught on any
+runner.
 """
 
 from __future__ import annotations

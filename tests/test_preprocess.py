@@ -224,14 +224,16 @@ ACCOUNTING_ROWS = (
 )
 
 
-def _accounting_run(tmp_path, *beam_args):
+def _accounting_args(tmp_path, *beam_args) -> list[str]:
     path = tmp_path / "events.csv"
     path.write_text("\n".join(["user_id,item_id,timestamp", *ACCOUNTING_ROWS]) + "\n")
-    return preprocess.run(
-        [f"--input={path}", "--format=csv", "--eval_protocol=none", "--min_item_count=2",
-         "--max_user_events=3", "--max_user_rows=5", "--session_gap=600",
-         f"--output_dir={tmp_path / 'out'}", "--num_shards=1", *IN_MEMORY, *beam_args]
-    )  # fmt: skip
+    return [f"--input={path}", "--format=csv", "--eval_protocol=none", "--min_item_count=2",
+            "--max_user_events=3", "--max_user_rows=5", "--session_gap=600",
+            f"--output_dir={tmp_path / 'out'}", "--num_shards=1", *IN_MEMORY, *beam_args]  # fmt: skip
+
+
+def _accounting_run(tmp_path, *beam_args):
+    return preprocess.run(_accounting_args(tmp_path, *beam_args))
 
 
 def test_every_accepted_event_is_accounted_for(tmp_path):
@@ -282,15 +284,8 @@ def test_the_launcher_says_a_loss_in_one_line(tmp_path, monkeypatch, capsys):
     from launch import preprocess as launcher
 
     _lose_user_b(monkeypatch, runs=9)
-    path = tmp_path / "events.csv"
-    path.write_text("\n".join(["user_id,item_id,timestamp", *ACCOUNTING_ROWS]) + "\n")
-    monkeypatch.setattr(
-        "sys.argv",
-        ["preprocess", f"--input={path}", "--format=csv", "--eval_protocol=none",
-         "--min_item_count=2", "--max_user_events=3", "--max_user_rows=5",
-         "--session_gap=600", f"--output_dir={tmp_path / 'out'}", "--num_shards=1",
-         *IN_MEMORY, "--direct_num_workers=1"],
-    )  # fmt: skip
+    argv = ["preprocess", *_accounting_args(tmp_path, "--direct_num_workers=1")]
+    monkeypatch.setattr("sys.argv", argv)
     with pytest.raises(SystemExit) as exit_:
         launcher.entry()
     assert exit_.value.code == 1
