@@ -71,6 +71,7 @@ def main(argv=None) -> dict:
     # The data-decided settings ("auto") as a training run on this data resolves them.
     cfg = C.resolve_auto(C.get_config(a.preset, a.variant, a.override), training.load_stats(data))
     spec = training.load_dataset_spec(data)
+    training.seed_everything(cfg)  # as a training run does (train.deterministic included)
     model = training.build_model(spec, cfg)
     ds = training.train_reader(data, spec, cfg)()
     model.fit(ds, epochs=1, steps_per_epoch=10, verbose=0)  # trace + warm up

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from sdm_tf import config as C
 from sdm_tf.core import features as F
 from sdm_tf.train import evaluation as E
-from sdm_tf.train import training
+from sdm_tf.train import predict, training
 from sdm_tf.train import validation as V
 
 
@@ -166,7 +166,7 @@ def run(
     else:
         rule = RULE_OF[exclude_seen]
     exclude = rule != "kept"  # "first" ranks the history ahead of the excluded ranking
-    _, predictions, _ = training.evaluate(model, data_dir, ks, split=F.TEST, history_rule=rule)
+    _, predictions, _ = predict.evaluate(model, data_dir, ks, split=F.TEST, history_rule=rule)
     truth_path = os.path.join(split, "test_truth.jsonl")
     truth = read_truth(truth_path)
     queries = read_events(os.path.join(split, "test_queries.csv"))

@@ -14,7 +14,7 @@ from launch import common
 from sdm_tf.core import features as F
 from sdm_tf.train import baselines as B
 from sdm_tf.train import evaluation as E
-from sdm_tf.train import training
+from sdm_tf.train import predict, training
 from sdm_tf.train import validation as V
 
 DATA_DIR, MODEL_DIR, OUTPUT_DIR = common.DATA_DIR, common.MODEL_DIR, common.OUTPUT_DIR
@@ -28,7 +28,7 @@ def run(data_dir, model_dir, output_dir, ks, exclude_seen=False) -> dict:
     model = training.restore(model_dir)
     # With a validation split in eval/, the held-out queries are test/.
     split = F.TEST if V.has_validation(data_dir) else F.EVAL
-    metrics, predictions, truth = training.evaluate(model, data_dir, ks, exclude_seen, split=split)
+    metrics, predictions, truth = predict.evaluate(model, data_dir, ks, exclude_seen, split=split)
     popular = B.popularity_predictions(training.load_item_vocab(data_dir), {}, truth, max(ks))
     baseline = E.retrieval_metrics(truth, popular, ks)
     tf.io.gfile.makedirs(output_dir)  # gs:// as well as local

@@ -79,7 +79,7 @@ def test_unknown_kind_is_rejected():
 @pytest.mark.parametrize("kind", KINDS)
 def test_train_and_export_a_baseline(kind, preprocessed_dir, tmp_path):
     from sdm_tf.serving import export as X
-    from sdm_tf.train import training
+    from sdm_tf.train import predict, training
     from tests.test_export import raw_inputs
 
     cfg = C.get_config(
@@ -93,6 +93,6 @@ def test_train_and_export_a_baseline(kind, preprocessed_dir, tmp_path):
         for f in (*spec.item_features, *spec.profile_features)
     }
     keys = F.FeatureSpec(spec).model_input_keys()
-    b = next(iter(training.eval_batches(str(preprocessed_dir), spec, batch_size=16)))
+    b = next(iter(predict.eval_batches(str(preprocessed_dir), spec, batch_size=16)))
     ours = model({k: b[k] for k in keys}, training=False).numpy()
     np.testing.assert_allclose(exp.user_vectors(raw_inputs(b, spec, vocabs)), ours, atol=1e-5)

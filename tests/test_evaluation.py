@@ -63,7 +63,7 @@ def test_rank_never_returns_excluded_items_even_when_fewer_than_k_remain():
 
     import tensorflow as tf
 
-    from sdm_tf.train import training
+    from sdm_tf.train import predict
 
     items = np.array([[1.0], [2.0], [3.0], [4.0], [5.0]], np.float32)
     model = types.SimpleNamespace(
@@ -71,7 +71,7 @@ def test_rank_never_returns_excluded_items_even_when_fewer_than_k_remain():
     )
     vocab = ["a", "b", "c", "d", "e"]
     users = np.array([[1.0], [-1.0]], np.float32)
-    got = training.rank_rules(model, vocab, users, [["e", "d", "c"], []], 4, kept=False)["excluded"]
+    got = predict.rank_rules(model, vocab, users, [["e", "d", "c"], []], 4, kept=False)["excluded"]
     assert got[0] == ["b", "a"]  # 2 left after the exclusion, best first
     assert got[1] == ["a", "b", "c", "d"]
 

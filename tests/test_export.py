@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from sdm_tf.core import features as F
 from sdm_tf.serving import export as X
-from sdm_tf.train import training
+from sdm_tf.train import predict, training
 
 
 def raw_inputs(batch, spec, vocabs):
@@ -39,7 +39,7 @@ def test_saved_model_matches_the_in_process_model(preprocessed_dir, trained_mode
     keys = F.FeatureSpec(spec).model_input_keys()
     n = 0
     worst = 0.0
-    for batch in training.eval_batches(str(preprocessed_dir), spec, batch_size=64):
+    for batch in predict.eval_batches(str(preprocessed_dir), spec, batch_size=64):
         ours = model({k: batch[k] for k in keys}, training=False).numpy()
         theirs = exp.user_vectors(raw_inputs(batch, spec, vocabs))
         worst = max(worst, float(np.abs(ours - theirs).max()))

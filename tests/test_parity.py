@@ -19,7 +19,7 @@ from sdm_tf import config as C
 from sdm_tf.core import features as F
 from sdm_tf.serving import export as X
 from sdm_tf.serving import service
-from sdm_tf.train import training
+from sdm_tf.train import predict, training
 from tests.conftest import IN_MEMORY
 
 ITEMS = [f"连衣裙-{i}" if i % 3 == 0 else f"café-{i}" if i % 3 == 1 else f"i{i}" for i in range(40)]
@@ -131,10 +131,10 @@ def test_service_ids_and_vectors_equal_the_pipelines(world):
     data, model, retriever, queries = world
     spec = model.dataset
     assert set(spec.item_features) >= {"item", "brand", "category"}
-    users, vectors, _, _ = training.user_vectors(model, str(data))
+    users, vectors, _, _ = predict.user_vectors(model, str(data))
     ours = dict(zip(users, vectors))
     checked, lengths = 0, set()
-    for batch in training.eval_batches(str(data), spec, batch_size=64):
+    for batch in predict.eval_batches(str(data), spec, batch_size=64):
         for b, user in enumerate(u.decode() for u in batch[F.USER_ID].numpy()):
             q = retriever.query(request_of(user, queries, retriever))
             inputs = retriever.inputs([q])
@@ -165,7 +165,7 @@ def test_the_log_quirks_are_in_the_examples(world):
     assert UNKNOWN not in vocab and RARE not in vocab
     assert any(not v.isascii() for v in vocab)
     missing_brand = 0
-    for batch in training.eval_batches(str(data), model.dataset, batch_size=64):
+    for batch in predict.eval_batches(str(data), model.dataset, batch_size=64):
         n = batch[F.LENGTH].numpy()
         brands = batch[F.short_key("brand")].numpy()
         missing_brand += sum(int((brands[b, : n[b]] == F.PAD_ID).sum()) for b in range(len(n)))

@@ -1,5 +1,5 @@
 """Validation's metrics from the truth items' positions: by hand, and the same numbers as
-`evaluation.retrieval_metrics` over `training.rank_rules`' lists."""
+`evaluation.retrieval_metrics` over `predict.rank_rules`' lists."""
 
 import math
 import types
@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from sdm_tf.train import evaluation as E
+from sdm_tf.train import predict
 from sdm_tf.train import ranks as R
-from sdm_tf.train import training
 
 
 def test_metrics_from_positions_by_hand():
@@ -50,7 +50,7 @@ def test_same_numbers_as_the_ranked_lists():
     truth[2] = [vocab[11]]
     q = R.Queries.build(vocab, truth, history, k)
     got = R.rule_metrics(model.item_table, model.output_bias, vecs, q, (3, k))
-    lists = training.rank_rules(model, vocab, vecs, history, k, block=64)
+    lists = predict.rank_rules(model, vocab, vecs, history, k, block=64)
     ids = [f"u{u}" for u in range(users)]
     for rule in R.RULES:
         want = E.retrieval_metrics(dict(zip(ids, truth)), dict(zip(ids, lists[rule])), (3, k))

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from launch import evaluate as evaluate_launcher
 from sdm_tf import config as C
-from sdm_tf.train import evaluator, training
+from sdm_tf.train import evaluator, predict, training
 
 
 def smoke(*overrides):
@@ -73,8 +73,8 @@ def test_the_model_learns_and_beats_popularity(preprocessed_dir, tmp_path):
 def test_evaluate_excludes_what_the_user_saw(preprocessed_dir, tmp_path):
     training.train(smoke("train.epochs=1"), str(preprocessed_dir), str(tmp_path), verbose=0)
     model = training.restore(str(tmp_path))
-    users, _, _, history = training.user_vectors(model, str(preprocessed_dir))
-    _, pred, _ = training.evaluate(model, str(preprocessed_dir), [20], exclude_seen=True)
+    users, _, _, history = predict.user_vectors(model, str(preprocessed_dir))
+    _, pred, _ = predict.evaluate(model, str(preprocessed_dir), [20], exclude_seen=True)
     assert any(history)
     for user, items in zip(users, history):
         assert not set(pred[user]) & set(items)
@@ -129,3 +129,42 @@ def test_weight_decay_shrinks_weights_by_rate_times_decay(preprocessed_dir, weig
     var.assign(tf.ones_like(var))
     model.optimizer.apply_gradients([(tf.zeros_like(var), var)])
     assert var.numpy() == pytest.approx(np.full(var.shape, factor), rel=1e-6)
+
+
+DETERMINISM_RUNS = """
+import hashlib, json, sys
+import numpy as np
+from sdm_tf import config as C
+from sdm_tf.train import training
+
+data, out, deterministic = sys.argv[1], sys.argv[2], sys.argv[3]
+runs = []
+for i in range(2):
+    cfg = C.get_config("smoke", "PSDMMAL-N", ["train.steps_per_epoch=8", "train.epochs=2",
+                                              f"train.deterministic={deterministic}"])
+    r = training.train(cfg, data, f"{out}/{i}", verbose=0, validate=False)
+    digest = hashlib.sha256()
+    for v in r["model"].trainable_variables:
+        digest.update(np.ascontiguousarray(v.numpy()).tobytes())
+    runs.append({"loss": r["history"]["loss"], "weights": digest.hexdigest()})
+print(json.dumps(runs))
+"""
+
+
+def test_deterministic_training_repeats_bit_for_bit(preprocessed_dir, tmp_path):
+    """train.deterministic: one seed, the same losses and weights twice over (without it, runs of
+    one seed differ in the last bits: docs/results.md). In a subprocess, as op determinism is
+    process-wide and would also hold for the tests after this one."""
+    import subprocess
+    import sys
+
+    from tests.conftest import stderr_digest
+
+    proc = subprocess.run(
+        [sys.executable, "-c", DETERMINISM_RUNS, str(preprocessed_dir), str(tmp_path), "true"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, stderr_digest(proc.stderr)
+    first, second = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(first["loss"]) == 2
+    assert first == second

@@ -7,7 +7,7 @@ import pytest
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
-from sdm_tf.train import training
+from sdm_tf.train import predict, training
 from sdm_tf.train import validation as V
 from tests.conftest import IN_MEMORY
 
@@ -147,8 +147,8 @@ def test_epochs_are_chosen_on_the_model_and_the_rule_at_the_best_epoch(
 def test_excluded_rule_never_returns_history(split_dir, tmp_path):
     training.train(smoke("train.epochs=1"), str(split_dir), str(tmp_path), verbose=0)
     model = training.restore(str(tmp_path))
-    users, _, _, history = training.user_vectors(model, str(split_dir), split=F.TEST)
-    _, pred, _ = training.evaluate(model, str(split_dir), [20], exclude_seen=True, split=F.TEST)
+    users, _, _, history = predict.user_vectors(model, str(split_dir), split=F.TEST)
+    _, pred, _ = predict.evaluate(model, str(split_dir), [20], exclude_seen=True, split=F.TEST)
     assert len(pred) == len(users) and any(history)
     for user, items in zip(users, history):
         assert len(pred[user]) == 20 and not set(pred[user]) & set(items)
@@ -162,11 +162,11 @@ def test_first_rule_puts_the_history_ahead_of_the_excluded_ranking(split_dir, tm
     # In time order; "nope" is no catalogue item (listed all the same: the history is the
     # user's); user 2 saw v[5] twice, last after v[4].
     history = [[vocab[3], "nope", vocab[7]], [vocab[5], vocab[4], vocab[5]]]
-    out = training.rank_rules(model, vocab, vecs, history, k=6)
+    out = predict.rank_rules(model, vocab, vecs, history, k=6)
     assert set(out) == {"kept", "excluded", "first"}
     assert out["first"][0] == [vocab[7], "nope", vocab[3], *out["excluded"][0][:3]]
     assert out["first"][1] == [vocab[5], vocab[4], *out["excluded"][1][:4]]
-    assert training.evaluate(model, str(split_dir), [6], history_rule="first")[1]
+    assert predict.evaluate(model, str(split_dir), [6], history_rule="first")[1]
 
 
 def test_rank_ends_early_when_too_few_items_remain(split_dir, tmp_path):
@@ -174,5 +174,5 @@ def test_rank_ends_early_when_too_few_items_remain(split_dir, tmp_path):
     model = training.restore(str(tmp_path))
     vocab = training.load_item_vocab(str(split_dir))
     vecs = np.zeros([1, model.cfg.dim], np.float32)
-    ranked = training.rank_rules(model, vocab, vecs, [vocab[2:]], k=10, kept=False)["excluded"]
+    ranked = predict.rank_rules(model, vocab, vecs, [vocab[2:]], k=10, kept=False)["excluded"]
     assert sorted(ranked[0]) == sorted(vocab[:2])

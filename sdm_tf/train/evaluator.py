@@ -10,13 +10,8 @@ import tensorflow as tf
 
 from sdm_tf import config as C
 from sdm_tf.model.sdm import SDM
-from sdm_tf.train.training import (
-    CHECKPOINT_DIR,
-    dummy_inputs,
-    evaluate,
-    load_dataset_spec,
-    training_done,
-)
+from sdm_tf.train.predict import evaluate
+from sdm_tf.train.training import CHECKPOINT_DIR, dummy_inputs, load_dataset_spec, training_done
 
 
 def evaluator_loop(

@@ -16,7 +16,7 @@ import tensorflow as tf
 from sdm_tf.core import features as F
 from sdm_tf.core.errors import InputError
 from sdm_tf.model.sdm import SDM
-from sdm_tf.train import training
+from sdm_tf.train import predict, training
 
 
 @dataclasses.dataclass
@@ -54,7 +54,7 @@ def query_examples(
     without users, the `num_users` with the longest sessions and long-term bags (ties by id)."""
     keys = [*F.FeatureSpec(model.dataset).model_input_keys(), F.USER_ID]
     rows: dict[str, dict[str, np.ndarray]] = {}
-    for batch in training.eval_batches(data_dir, model.dataset, split=split):
+    for batch in predict.eval_batches(data_dir, model.dataset, split=split):
         batch = {k: batch[k].numpy() for k in keys}
         for i, u in enumerate(batch[F.USER_ID]):
             u = u.decode()

@@ -1,6 +1,6 @@
 """Validation's metrics under every history rule, in class ids, without building ranked lists.
 
-`training.rank_rules` ranks raw item ids for the predictions a test run writes; validation only
+`predict.rank_rules` ranks raw item ids for the predictions a test run writes; validation only
 needs where each truth item lands. Everything that no epoch changes (the truth items' classes,
 the history cells to leave out, where the "first" rule puts the user's own items) is worked out
 once (`Queries`); an epoch then costs one scoring pass and two `top_k`s a block. The metrics are
@@ -85,7 +85,7 @@ def rule_ranks(
     table: tf.Tensor, bias: tf.Tensor, vecs: np.ndarray, q: Queries, block: int = 2048
 ) -> dict[str, np.ndarray]:
     """Each gold item's 0-based position in the k-list of every rule: {rule: [U, G]}, inf where
-    the list does not hold it. Scores, blocks and `top_k` are `training.rank_rules`' own, so
+    the list does not hold it. Scores, blocks and `top_k` are `predict.rank_rules`' own, so
     ties break the same way (the lower class first)."""
     out = {rule: np.full(q.gold.shape, np.inf) for rule in RULES}
     for start in range(0, len(vecs), block):

@@ -12,17 +12,13 @@ import json
 import math
 import os
 import time
-import weakref
-from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
 from sdm_tf.model.sdm import SDM
-from sdm_tf.train import evaluation as E
 from sdm_tf.train import validation as V
 from sdm_tf.train.input import InputReader
 
@@ -99,6 +95,14 @@ def train_reader(
     )
 
 
+def seed_everything(cfg: C.ExperimentConfig) -> None:
+    """Initialisation and sampling follow the seed; with `train.deterministic` the ops too (and
+    tf.data's order), so one seed gives the same weights run after run."""
+    tf.keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 def steps_per_epoch(data_dir: str, cfg: C.ExperimentConfig, split: str = F.TRAIN) -> int:
     if cfg.train.steps_per_epoch:
         return cfg.train.steps_per_epoch
@@ -149,7 +153,7 @@ def train(
       chosen the epochs (`validate=False` then: the validation targets are in the data).
     """
     strategy = strategy or tf.distribute.get_strategy()
-    tf.keras.utils.set_random_seed(cfg.train.seed)  # initialisation and sampling follow the seed
+    seed_everything(cfg)
     spec = load_dataset_spec(data_dir)
     cfg = C.resolve_auto(cfg, load_stats(data_dir))  # the model dir keeps what it decided
     C.save_config(cfg, model_dir)
@@ -258,143 +262,3 @@ def restore(model_dir: str) -> SDM:
         raise FileNotFoundError(f"no checkpoint in {model_dir}/{CHECKPOINT_DIR}")
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     return model
-
-
-def eval_batches(
-    data_dir: str, spec: F.DatasetSpec, batch_size: int = 512, split: str = F.EVAL
-) -> tf.data.Dataset:
-    """Batches of `split` (eval/: validation or the eval protocol's queries; test/: held out),
-    by length buckets: results are keyed by user, so file order does not matter."""
-    return InputReader(
-        pattern=os.path.join(data_dir, split, "*.tfrecord.gz"),
-        spec=F.FeatureSpec(spec),
-        kind=F.EVAL,
-        batch_size=batch_size,
-        training=False,
-        bucket_eval=True,
-    )()
-
-
-_PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _predict_fn(model: SDM):
-    """The model's inference function, traced once per model (validation calls it every epoch).
-    One trace for every batch shape: sequence and bag lengths vary from batch to batch."""
-    if model not in _PREDICT_FNS:
-        signature = F.FeatureSpec(model.dataset).model_input_signature()
-        _PREDICT_FNS[model] = tf.function(
-            lambda x: model(x, training=False), input_signature=[signature]
-        )
-    return _PREDICT_FNS[model]
-
-
-def tower_vectors(model: SDM, batches: Iterable[Mapping[str, tf.Tensor]]) -> np.ndarray:
-    """[U, d]: the user vector of every example of `batches`, in order."""
-    keys, predict = F.FeatureSpec(model.dataset).model_input_keys(), _predict_fn(model)
-    out = [predict({k: batch[k] for k in keys}).numpy() for batch in batches]
-    return np.concatenate(out) if out else np.zeros([0, model.cfg.dim], np.float32)
-
-
-def user_vectors(
-    model: SDM,
-    data_dir: str,
-    batch_size: int = 512,
-    split: str = F.EVAL,
-    batches: Iterable[Mapping[str, tf.Tensor]] | None = None,
-):
-    """For every example of `split`: (user ids, [U, d] vectors, truth lists, fed-history lists).
-
-    `batches`: the split's batches already read (e.g. a list kept across validation epochs)."""
-    if batches is None:
-        batches = eval_batches(data_dir, model.dataset, batch_size, split)
-    users, vectors, truth, history = [], [], [], []
-    for batch in batches:  # one pass: the split may be read from files as it goes
-        vectors.append(tower_vectors(model, [batch]))
-        for out, part in zip((users, truth, history), example_ids([batch])):
-            out += part
-    vecs = np.concatenate(vectors) if vectors else tower_vectors(model, [])
-    return users, vecs, truth, history
-
-
-def example_ids(batches: Iterable[Mapping[str, tf.Tensor]]):
-    """(user ids, truth lists, fed-history lists) of every example of `batches`, decoded."""
-    users, truth, history = [], [], []
-    for batch in batches:
-        users += [u.decode() for u in batch[F.USER_ID].numpy()]
-        truth += [[t.decode() for t in row if t] for row in batch[F.TRUTH].numpy()]
-        history += [[t.decode() for t in row if t] for row in batch[F.HISTORY].numpy()]
-    return users, truth, history
-
-
-def rank_rules(
-    model: SDM,
-    vocab: Sequence[str],
-    vecs: np.ndarray,
-    history: Sequence[Iterable[str]] | None,
-    k: int,
-    block: int = 2048,
-    kept: bool = True,
-) -> dict[str, list[list[str]]]:
-    """Top-k under the history rules from one scoring pass: "kept" (only if `kept`), and with
-    `history` (time-ordered) "excluded" (never returned) and "first" (`sessions.history_first`)."""
-    index = {item: c for c, item in enumerate(vocab)}
-    table, bias = model.item_table, model.output_bias
-    k = min(k, len(vocab))
-    out: dict[str, list[list[str]]] = {}
-    if kept:
-        out["kept"] = []
-    if history is not None:
-        out["excluded"], out["first"] = [], []
-    for start in range(0, len(vecs), block):
-        scores = tf.matmul(tf.constant(vecs[start : start + block]), table, transpose_b=True) + bias
-        if kept:
-            _, top = tf.math.top_k(scores, k)
-            out["kept"] += [[vocab[c] for c in row] for row in top.numpy()]
-        if history is None:
-            continue
-        cells = [
-            (r, index[i])
-            for r, row in enumerate(history[start : start + block])
-            for i in set(row)
-            if i in index
-        ]
-        if cells:
-            scores = tf.tensor_scatter_nd_update(
-                scores, tf.constant(cells, tf.int32), tf.fill([len(cells)], -np.inf)
-            )
-        values, top = tf.math.top_k(scores, k)
-        # Fewer than k items left after the exclusion: the list ends early.
-        excluded = [
-            [vocab[c] for c, v in zip(row, vals) if v != -np.inf]
-            for row, vals in zip(top.numpy(), values.numpy())
-        ]
-        out["excluded"] += excluded
-        out["first"] += map(E.history_first, history[start : start + block], excluded, [k] * block)
-    return out
-
-
-def evaluate(
-    model: SDM,
-    data_dir: str,
-    ks: Sequence[int] = (20, 50, 100),
-    exclude_seen: bool = False,
-    batch_size: int = 512,
-    split: str = F.EVAL,
-    history_rule: str | None = None,
-) -> tuple[dict, dict[str, list[str]], dict[str, list[str]]]:
-    """Exact top-K over all items for every example of `split`.
-
-    exclude_seen: never return items of the user's fed history (every item fed, not only the
-      short-term session and bags the model sees).
-    history_rule: "kept", "excluded" or "first" (`rank_rules`); overrides `exclude_seen`.
-    Returns (metrics, predictions, truth); predictions hold the top max(ks) raw item ids.
-    """
-    vocab = load_item_vocab(data_dir)
-    users, vecs, truth_lists, history = user_vectors(model, data_dir, batch_size, split)
-    rule = history_rule or ("excluded" if exclude_seen else "kept")
-    kept = rule == "kept"  # the other two rules need the history
-    ranked = rank_rules(model, vocab, vecs, None if kept else history, max(ks), kept=kept)[rule]
-    predictions = dict(zip(users, ranked))
-    truth = dict(zip(users, truth_lists))
-    return E.retrieval_metrics(truth, predictions, ks), predictions, truth

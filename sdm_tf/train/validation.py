@@ -38,23 +38,23 @@ class ValidationSet:
     (`ranks.Queries`); an epoch only runs the tower and ranks."""
 
     def __init__(self, model, data_dir: str, k: int):
-        from sdm_tf.train import training  # training imports this module
+        from sdm_tf.train import predict  # predict imports training, which imports this module
 
-        self.batches = list(training.eval_batches(data_dir, model.dataset))
-        _, truth, history = training.example_ids(self.batches)  # no tower pass: ids only
-        self.queries = R.Queries.build(training.load_item_vocab(data_dir), truth, history, k)
+        self.batches = list(predict.eval_batches(data_dir, model.dataset))
+        _, truth, history = predict.example_ids(self.batches)  # no tower pass: ids only
+        self.queries = R.Queries.build(predict.load_item_vocab(data_dir), truth, history, k)
 
 
 def validate(
     model, data_dir: str, ks: Sequence[int] = (20, 50), data: ValidationSet | None = None
 ) -> dict[str, dict]:
     """Metrics on `eval/` under every history rule: {"kept": {...}, "excluded": {...}, ...}:
-    `evaluation.retrieval_metrics` of `training.rank_rules`' lists, computed from where the
+    `evaluation.retrieval_metrics` of `predict.rank_rules`' lists, computed from where the
     truth lands (`ranks`). `data`: eval/ already read, to parse it once for every epoch."""
-    from sdm_tf.train import training
+    from sdm_tf.train import predict
 
     data = data or ValidationSet(model, data_dir, max(ks))
-    vecs = training.tower_vectors(model, data.batches)
+    vecs = predict.tower_vectors(model, data.batches)
     return R.rule_metrics(model.item_table, model.output_bias, vecs, data.queries, ks)
 
 
