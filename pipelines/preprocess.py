@@ -69,6 +69,10 @@ def _read_truth(line: str):
     return str(row["user_id"]), [str(i) for i in row["items"]]
 
 
+def written_kinds(cfg: PreprocessConfig) -> tuple[str, ...]:
+    return (*F.KINDS, F.TEST, F.TRAIN_ALL) if cfg.test_queries else F.KINDS
+
+
 def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
     """Adds the whole preprocessing graph to `p`."""
     dead, stats = [], []
@@ -147,7 +151,7 @@ def build(p: beam.Pipeline, cfg: PreprocessConfig) -> None:
     stats.append(vocabs | "ItemCount" >> beam.Map(lambda v: {"items": len(v["features"][F.ITEM])}))
 
     out = cfg.output_dir
-    for kind in (*F.KINDS, F.TEST, F.TRAIN_ALL) if cfg.test_queries else F.KINDS:
+    for kind in written_kinds(cfg):
         _ = examples[kind] | f"Write{kind.title()}" >> beam.io.WriteToTFRecord(
             FileSystems.join(out, kind, "part"),
             file_name_suffix=".tfrecord.gz",
@@ -366,6 +370,7 @@ def _run_pipeline(cfg: PreprocessConfig, pipeline_args: list[str]) -> dict:
     with FileSystems.open(FileSystems.join(cfg.output_dir, "stats.json")) as f:
         stats = json.loads(f.read())
     X.check_accounting(stats, cfg.output_dir)
+    X.check_written(stats, cfg.output_dir, written_kinds(cfg))
     return stats
 
 
@@ -374,15 +379,18 @@ def run(argv: Sequence[str] | None = None) -> dict:
     args, beam_args = make_parser().parse_known_args(argv)
     cfg = config_from_args(args)
     check_inputs(cfg)
+    size = runner.input_bytes([cfg.input, cfg.item_table, cfg.user_table])
     if args.session_gap == "auto":
         stats = run_with_auto_gap(
             lambda session: runner.run_checked(
-                lambda a: _run_pipeline(dataclasses.replace(cfg, session=session), a), beam_args
+                lambda a: _run_pipeline(dataclasses.replace(cfg, session=session), a),
+                beam_args,
+                size,
             ),
             cfg.session,
             cfg.output_dir,
         )
     else:
-        stats = runner.run_checked(lambda a: _run_pipeline(cfg, a), beam_args)
+        stats = runner.run_checked(lambda a: _run_pipeline(cfg, a), beam_args, size)
     print(table1(stats, os.path.basename(cfg.input.rstrip("/")) or cfg.input))
     return stats

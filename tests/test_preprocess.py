@@ -271,13 +271,48 @@ def test_events_lost_by_the_runner_are_an_error(tmp_path, monkeypatch):
     assert stats["unaccounted_events"] == 3  # b's 3 rows: no step counted them
 
 
-def test_a_loss_on_the_default_runner_runs_again_on_one_worker(tmp_path, monkeypatch, capsys):
+def test_sdm_picks_directrunner_mode_by_input_size(monkeypatch):
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
-    calls = _lose_user_b(monkeypatch, runs=1)
-    stats = _accounting_run(tmp_path)
-    assert calls["a"] == 2
-    assert stats["unaccounted_events"] == 0 and stats["events"] == 5
-    assert "3 of 17 accepted events" in capsys.readouterr().err
+    direct = "--runner=DirectRunner"
+    assert runner.default_pipeline_args([], 32 << 20) == [
+        direct, "--direct_running_mode=multi_processing", "--direct_num_workers=2"]  # fmt: skip
+    assert runner.default_pipeline_args([], 321 << 20) == [direct, *runner.IN_MEMORY]
+    assert runner.default_pipeline_args(["--direct_num_workers=3"], 321 << 20) == [
+        "--direct_num_workers=3", direct, "--direct_running_mode=multi_processing"]  # fmt: skip
+    assert runner.default_pipeline_args(["--direct_running_mode=in_memory"]) == [
+        "--direct_running_mode=in_memory", direct]  # fmt: skip
+    assert runner.default_pipeline_args(["--runner=FlinkRunner"], 1 << 40) == [
+        "--runner=FlinkRunner"]  # fmt: skip
+
+
+def test_a_loss_where_sdm_chose_the_runner_runs_again_in_memory(monkeypatch, capsys):
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    calls = []
+
+    def run_once(args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise LostDataError("out is incomplete: 3 of 17 accepted events are missing.")
+        return {"events": 17}
+
+    assert runner.run_checked(run_once, [], 1000) == {"events": 17}
+    assert "--direct_running_mode=multi_processing" in calls[0]
+    assert calls[1] == ["--direct_running_mode=in_memory", "--direct_num_workers=1",
+                        "--runner=DirectRunner"]  # fmt: skip
+    assert "3 of 17 accepted events are missing. Running again in memory" in capsys.readouterr().err
+    for args, size in (([], 321 << 20), (["--direct_num_workers=2"], 0)):  # in memory / pinned
+        calls.clear()
+        with pytest.raises(LostDataError):
+            runner.run_checked(run_once, args, size)
+        assert len(calls) == 1
+
+
+def test_input_bytes_sums_the_files_the_patterns_match(tmp_path):
+    (tmp_path / "a.csv").write_bytes(b"x" * 10)
+    (tmp_path / "b.csv").write_bytes(b"x" * 5)
+    (tmp_path / "t.csv").write_bytes(b"x" * 3)
+    assert runner.input_bytes([str(tmp_path / "*.csv"), ""]) == 18
+    assert runner.input_bytes([str(tmp_path / "[ab].csv"), str(tmp_path / "t.csv")]) == 18
 
 
 def test_the_launcher_says_a_loss_in_one_line(tmp_path, monkeypatch, capsys):
@@ -292,3 +327,39 @@ def test_the_launcher_says_a_loss_in_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "3 of 17 accepted events" in lines[0] and "Traceback" not in err
+
+
+def test_count_records_reads_the_length_headers(tmp_path):
+    import tensorflow as tf
+
+    path = str(tmp_path / "part.tfrecord.gz")
+    with tf.io.TFRecordWriter(path, "GZIP") as w:
+        for record in (b"a", b"bb" * 1000, b""):
+            w.write(record)
+    assert X.count_records(str(tmp_path / "*.tfrecord.gz")) == 3
+    assert X.count_records(str(tmp_path / "none*.tfrecord.gz")) == 0
+    plain = tmp_path / "cut" / "part.tfrecord"
+    plain.parent.mkdir()
+    with tf.io.TFRecordWriter(str(plain)) as w:
+        w.write(b"abc")
+    plain.write_bytes(plain.read_bytes()[:-2])  # 8 + 4 + 3 + 4 bytes, the last two cut off
+    with pytest.raises(LostDataError, match="ends inside a record"):
+        X.count_records(str(plain))
+
+
+def test_records_lost_after_they_were_counted_are_an_error(tmp_path, monkeypatch):
+    """A record the runner drops between making it and writing it: stats.json counts 2 training
+    examples (a's session and b's), the files hold 1."""
+    process = X.MakeExamplesFn.process
+
+    def lossy(self, element, vocabs, test_day_start):  # Beam reads the side inputs' names
+        for out in process(self, element, vocabs, test_day_start):
+            if element[0] == "b" and getattr(out, "tag", None) == F.TRAIN:
+                continue
+            yield out
+
+    monkeypatch.setattr(X.MakeExamplesFn, "process", lossy)
+    with pytest.raises(LostDataError, match="train holds 1 records, but 2 examples were made"):
+        _accounting_run(tmp_path, "--direct_num_workers=1")
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["train_examples"] == 2 and stats["unaccounted_events"] == 0
