@@ -18,8 +18,8 @@ from sdm_tf.core.errors import LostDataError
 
 # Above this much input (bytes as stored) sdm's DirectRunner runs in memory: 1.4 x slower than
 # two workers at 10^6 and 10^7 events, but the multi-processing runs lost data at 10^7 events
-# (321 MB of CSV) and never at 10^6 (32 MB). Where in between losses start is not measured; a
-# loss is caught either way (`run_checked`), so this only saves the run that would be lost.
+# (321 MB of CSV) and never at 10^6 or 3 x 10^6 (32 and 96 MB). Where in between losses start
+# is not known; a loss is caught either way (`run_checked`): this only saves a lost run's time.
 IN_MEMORY_ABOVE_BYTES = 128 << 20
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 _DIRECT_FLAGS = ("--runner", "--direct_running_mode", "--direct_num_workers")
