@@ -196,8 +196,8 @@ def check_accounting(stats: Mapping, output_dir: str) -> None:
         raise LostDataError(
             f"{output_dir} is incomplete: {lost:,} of {stats['accepted_rows']:,} accepted "
             "events are missing from every count after reading (stats.json: "
-            "unaccounted_events). The runner lost them (seen with DirectRunner's parallel "
-            "workers at 10^7 events, docs/performance.md)."
+            "unaccounted_events). The runner lost them (seen in DirectRunner's multi-processing "
+            "mode at 10^7 events, docs/performance.md)."
         )
 
 
@@ -225,7 +225,7 @@ def check_written(stats: Mapping, output_dir: str, kinds: Iterable[str]) -> None
         if found != expected:
             raise LostDataError(
                 f"{output_dir}/{kind} holds {found:,} records, but {expected:,} examples were "
-                "made (stats.json). The runner lost records after making them (seen with "
-                "DirectRunner's parallel workers at 10^7 events, docs/performance.md), or the "
+                "made (stats.json). The runner lost records after making them (seen in "
+                "DirectRunner's multi-processing mode at 10^7 events, docs/performance.md), or the "
                 "directory holds files of another run."
             )
