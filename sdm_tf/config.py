@@ -186,9 +186,9 @@ class TrainConfig:
     decay_patience: int = 3
     decay_epoch: int = 0
     weight_decay: float = 0.0  # AdamW's decoupled decay (0: Adam)
-    # Bit-identical runs for one seed in one process (TensorFlow's op determinism; docs/results.md
-    # has its cost). Off by default, as in TensorFlow: it is process-wide, and under parameter
-    # servers the asynchronous updates stay unordered whatever it says.
+    # Bit-identical runs for one seed in one process (TensorFlow's op determinism; its cost is in
+    # docs/performance.md). Off by default, as in TensorFlow: it is process-wide, and under
+    # parameter servers the asynchronous updates stay unordered whatever it says.
     deterministic: bool = False
 
     EPOCHS_WITH_VALIDATION: typing.ClassVar[int] = 200
