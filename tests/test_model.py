@@ -6,8 +6,9 @@ import tensorflow as tf
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
-from sdm_tf.model.masks import input_classes, leave_out, prior_mask
+from sdm_tf.model.masks import input_classes, prior_mask
 from sdm_tf.model.sdm import SDM, UserTower
+from sdm_tf.model.softmax import exact_softmax_cross_entropy
 
 SPEC = F.DatasetSpec(
     item_features=("item", "leaf_category", "brand"),
@@ -346,21 +347,45 @@ def test_masked_inputs_leave_the_softmax_by_hand():
     assert float(unmasked.compute_loss(x)) > loss  # the masked items held probability
 
 
-def test_left_out_logits_pass_the_gradient_through_by_hand():
-    logits = tf.constant(np.random.default_rng(0).normal(size=[3, 6]), tf.float32)
-    masked = tf.constant([[0, 1], [0, 4], [2, 0]], tf.int64)
-    labels = np.array([2, 5, 3])
+def _softmax_by_hand(u, v, b, labels, left_out, dy):
+    """Loss and gradients of the masked softmax cross-entropy, one row at a time in numpy."""
+    losses, du, dv, db = [], np.zeros_like(u), np.zeros_like(v), np.zeros_like(b)
+    for m in range(len(u)):
+        z = v @ u[m] + b
+        kept = [c for c in range(len(v)) if c not in left_out[m]]
+        p = np.zeros(len(v))
+        p[kept] = np.exp(z[kept] - z[kept].max()) / np.exp(z[kept] - z[kept].max()).sum()
+        target = np.zeros(len(v))
+        for c in labels[m]:
+            target[c] += 1.0 / len(labels[m])
+        losses.append(np.log(np.exp(z[kept] - z[kept].max()).sum()) + z[kept].max() - target @ z)
+        g = dy[m] * (p - target)  # d loss_m / d z
+        du[m] = g @ v
+        dv += np.outer(g, u[m])
+        db += g
+    return np.array(losses), du, dv, db
+
+
+@pytest.mark.parametrize(
+    "labels", [[[2], [5], [3], [0]], [[2, 2], [5, 1], [3, 0], [0, 5]]], ids=["next", "next_n"]
+)
+def test_exact_softmax_loss_and_gradients_by_hand(labels):
+    rng = np.random.default_rng(0)
+    u, v, b = (rng.normal(size=s).astype(np.float32) for s in ([4, 3], [6, 3], [6]))
+    masked = [[0, 1], [0, 4], [2, 1]]  # (row, class) pairs
+    cells = np.zeros([4, 6], bool)
+    cells[3, [1, 2]] = True
+    dy = np.array([1.0, 0.5, 2.0, 1.0], np.float32)  # a weighted sum checks dy's scaling
+    args = [tf.constant(x) for x in (u, v, b)]
     with tf.GradientTape() as tape:
-        tape.watch(logits)
-        loss = tf.reduce_sum(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels, leave_out(logits, masked))
+        tape.watch(args)
+        losses = exact_softmax_cross_entropy(
+            *args, tf.constant(labels, tf.int64), tf.constant(masked, tf.int64), cells
         )
-    grad = tape.gradient(loss, logits).numpy()
-    want = np.zeros([3, 6])
-    for row, left_out in enumerate([{1, 4}, set(), {0}]):
-        kept = [c for c in range(6) if c not in left_out]
-        z = np.exp(logits.numpy()[row, kept] - logits.numpy()[row, kept].max())
-        want[row, kept] = z / z.sum()
-        want[row, labels[row]] -= 1.0
-    np.testing.assert_allclose(grad, want, atol=1e-6)
-    assert grad[0, 1] == grad[0, 4] == grad[2, 0] == 0.0  # exactly: the softmax gave them 0
+        total = tf.reduce_sum(losses * dy)
+    grads = tape.gradient(total, args)
+    left_out = [{1, 4}, set(), {1}, {1, 2}]
+    want = _softmax_by_hand(u, v, b, labels, left_out, dy)
+    np.testing.assert_allclose(losses.numpy(), want[0], rtol=1e-5)
+    for got, expected in zip(grads, want[1:]):
+        np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)

@@ -11,23 +11,6 @@ import tensorflow as tf
 from sdm_tf.core import features as F
 
 
-@tf.custom_gradient
-def leave_out(logits: tf.Tensor, masked: tf.Tensor):
-    """`logits` [M, C] with the (row, class) cells of `masked` [K, 2] at -1e9. The gradient
-    passes through as it is: the softmax gives those cells a probability of exactly 0 (the
-    exponential underflows), so the loss's gradient there is 0 already, and the scatter's own
-    gradient (a copy of [M, C] that zeroes them again) would add time and nothing else."""
-    fill = tf.fill(tf.shape(masked)[:1], tf.constant(-1e9, logits.dtype))
-    return tf.tensor_scatter_nd_update(logits, masked, fill), lambda dy: (dy, None)
-
-
-@tf.custom_gradient
-def leave_out_cells(logits: tf.Tensor, cells: tf.Tensor):
-    """`logits` [M, C] at -1e9 where `cells` [M, C] is true; the gradient passes through, as
-    in `leave_out`."""
-    return tf.where(cells, tf.constant(-1e9, logits.dtype), logits), lambda dy: (dy, None)
-
-
 def prior_mask(prior: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
     """[M, C]: true at the classes of the user's history before the session (`prior` [B, P],
     item ids, 0-padded) for every position of `mask` [B, T] (`tf.boolean_mask` order), except

@@ -22,7 +22,8 @@ from sdm_tf.model.layers import (
     StackedLSTM,
     UserAttention,
 )
-from sdm_tf.model.masks import input_classes, leave_out, leave_out_cells, prior_mask
+from sdm_tf.model.masks import input_classes, prior_mask
+from sdm_tf.model.softmax import exact_softmax_cross_entropy
 
 
 def feature_dims(dataset: F.DatasetSpec, cfg: ModelConfig) -> dict[str, int]:
@@ -334,15 +335,9 @@ class SDM(tfrs.models.Model):
         `masked` [K, 2]: (row, class) pairs left out of the softmax (`input_classes`);
         `prior` [M, C]: cells left out as well (`prior_mask`)."""
         with tf.name_scope("full_softmax"):  # a block of its own in profiles
-            logits = self.score(vectors)  # [M, C]
-            if masked is not None:
-                logits = leave_out(logits, masked)
-            if prior is not None:
-                logits = leave_out_cells(logits, prior)
-            if classes.shape[-1] == 1:  # the fused kernel: no [M, C] log-probabilities kept
-                return tf.nn.sparse_softmax_cross_entropy_with_logits(classes[:, 0], logits)
-            log_probs = tf.nn.log_softmax(logits)
-            return -tf.reduce_mean(tf.gather(log_probs, classes, batch_dims=1), axis=-1)
+            return exact_softmax_cross_entropy(
+                vectors, self.item_table, self.output_bias, classes, masked, prior
+            )
 
     def score(self, user_vectors: tf.Tensor) -> tf.Tensor:
         """Exact scores against every item: [B, num_items]."""
