@@ -28,6 +28,7 @@ from sdm_tf.core import features as F
 from sdm_tf.train import evaluation as E
 from sdm_tf.train import predict, training
 from sdm_tf.train import validation as V
+from sdm_tf.train.data_dir import load_item_vocab
 
 
 def read_truth(path: str) -> dict[str, list[str]]:
@@ -172,7 +173,7 @@ def run(
     queries = read_events(os.path.join(split, "test_queries.csv"))
     k = max(ks)
     # Test users without a usable history get the most popular items.
-    vocab = training.load_item_vocab(data_dir)  # by descending training frequency
+    vocab = load_item_vocab(data_dir)  # by descending training frequency
 
     def under_rule(preds: dict[str, list[str]]) -> dict[str, list[str]]:
         if rule != "first":

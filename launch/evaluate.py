@@ -16,6 +16,7 @@ from sdm_tf.train import baselines as B
 from sdm_tf.train import evaluation as E
 from sdm_tf.train import predict, training
 from sdm_tf.train import validation as V
+from sdm_tf.train.data_dir import load_item_vocab
 
 DATA_DIR, MODEL_DIR, OUTPUT_DIR = common.DATA_DIR, common.MODEL_DIR, common.OUTPUT_DIR
 KS = flags.DEFINE_multi_integer("k", [20, 50, 100], "cut-offs")
@@ -29,7 +30,7 @@ def run(data_dir, model_dir, output_dir, ks, exclude_seen=False) -> dict:
     # With a validation split in eval/, the held-out queries are test/.
     split = F.TEST if V.has_validation(data_dir) else F.EVAL
     metrics, predictions, truth = predict.evaluate(model, data_dir, ks, exclude_seen, split=split)
-    popular = B.popularity_predictions(training.load_item_vocab(data_dir), {}, truth, max(ks))
+    popular = B.popularity_predictions(load_item_vocab(data_dir), {}, truth, max(ks))
     baseline = E.retrieval_metrics(truth, popular, ks)
     tf.io.gfile.makedirs(output_dir)  # gs:// as well as local
     E.write_predictions(os.path.join(output_dir, "predictions.jsonl"), predictions)

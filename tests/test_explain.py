@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from sdm_tf.core import features as F
 from sdm_tf.train import explain, training
+from sdm_tf.train.data_dir import load_item_vocab
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -49,7 +50,7 @@ def test_users_are_chosen_by_session_length_and_decoded(model, preprocessed_dir)
     examples = explain.explain_users(model, str(preprocessed_dir), num_users=3)
     lengths = [ex.length for ex in examples]
     assert len(examples) == 3 and lengths == sorted(lengths, reverse=True)
-    vocab = training.load_item_vocab(str(preprocessed_dir))
+    vocab = load_item_vocab(str(preprocessed_dir))
     for ex in examples:
         assert set(ex.session[F.ITEM]) <= set(vocab) | {F.OOV_TOKEN}
         assert ex.self_attention.shape == (model.cfg.num_heads, ex.length, ex.length)

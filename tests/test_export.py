@@ -10,6 +10,7 @@ import tensorflow as tf
 from sdm_tf.core import features as F
 from sdm_tf.serving import export as X
 from sdm_tf.train import predict, training
+from sdm_tf.train.data_dir import load_item_vocab
 
 
 def raw_inputs(batch, spec, vocabs):
@@ -47,7 +48,7 @@ def test_saved_model_matches_the_in_process_model(preprocessed_dir, trained_mode
     assert n > 0
     assert worst < 1e-5
     np.testing.assert_array_equal(exp.item_embeddings, model.item_table.numpy())
-    assert exp.item_ids == training.load_item_vocab(str(preprocessed_dir))
+    assert exp.item_ids == load_item_vocab(str(preprocessed_dir))
 
 
 def test_unknown_ids_map_to_oov(export_dir):

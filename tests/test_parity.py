@@ -20,6 +20,7 @@ from sdm_tf.core import features as F
 from sdm_tf.serving import export as X
 from sdm_tf.serving import service
 from sdm_tf.train import predict, training
+from sdm_tf.train.data_dir import load_item_vocab
 from tests.conftest import IN_MEMORY
 
 ITEMS = [f"连衣裙-{i}" if i % 3 == 0 else f"café-{i}" if i % 3 == 1 else f"i{i}" for i in range(40)]
@@ -161,7 +162,7 @@ def test_the_log_quirks_are_in_the_examples(world):
     # The cases the parity test is about really occur: missing brands are padding inside a
     # sequence, and unknown or rare items never reach an example.
     data, model, retriever, queries = world
-    vocab = training.load_item_vocab(str(data))
+    vocab = load_item_vocab(str(data))
     assert UNKNOWN not in vocab and RARE not in vocab
     assert any(not v.isascii() for v in vocab)
     missing_brand = 0

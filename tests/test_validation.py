@@ -9,6 +9,7 @@ from sdm_tf import config as C
 from sdm_tf.core import features as F
 from sdm_tf.train import predict, training
 from sdm_tf.train import validation as V
+from sdm_tf.train.data_dir import load_item_vocab
 from tests.conftest import IN_MEMORY
 
 
@@ -157,7 +158,7 @@ def test_excluded_rule_never_returns_history(split_dir, tmp_path):
 def test_first_rule_puts_the_history_ahead_of_the_excluded_ranking(split_dir, tmp_path):
     training.train(smoke("train.epochs=1"), str(split_dir), str(tmp_path), verbose=0)
     model = training.restore(str(tmp_path))
-    vocab = training.load_item_vocab(str(split_dir))
+    vocab = load_item_vocab(str(split_dir))
     vecs = np.random.default_rng(0).normal(size=[2, model.cfg.dim]).astype(np.float32)
     # In time order; "nope" is no catalogue item (listed all the same: the history is the
     # user's); user 2 saw v[5] twice, last after v[4].
@@ -172,7 +173,7 @@ def test_first_rule_puts_the_history_ahead_of_the_excluded_ranking(split_dir, tm
 def test_rank_ends_early_when_too_few_items_remain(split_dir, tmp_path):
     training.train(smoke("train.epochs=1"), str(split_dir), str(tmp_path), verbose=0)
     model = training.restore(str(tmp_path))
-    vocab = training.load_item_vocab(str(split_dir))
+    vocab = load_item_vocab(str(split_dir))
     vecs = np.zeros([1, model.cfg.dim], np.float32)
     ranked = predict.rank_rules(model, vocab, vecs, [vocab[2:]], k=10, kept=False)["excluded"]
     assert sorted(ranked[0]) == sorted(vocab[:2])

@@ -16,7 +16,8 @@ import tensorflow as tf
 from sdm_tf.core import features as F
 from sdm_tf.core.errors import InputError
 from sdm_tf.model.sdm import SDM
-from sdm_tf.train import predict, training
+from sdm_tf.train import data_dir as data_dir_lib
+from sdm_tf.train import predict
 
 
 @dataclasses.dataclass
@@ -44,7 +45,7 @@ class UserExplanation:
 
 def read_vocabs(data_dir: str, features: Sequence[str]) -> dict[str, list[str]]:
     """{feature: raw values by id}: id i is vocabulary line i - NUM_RESERVED."""
-    return {f: [F.PAD_TOKEN, F.OOV_TOKEN, *training.load_vocab(data_dir, f)] for f in features}
+    return {f: [F.PAD_TOKEN, F.OOV_TOKEN, *data_dir_lib.load_vocab(data_dir, f)] for f in features}
 
 
 def query_examples(

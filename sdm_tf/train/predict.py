@@ -13,8 +13,8 @@ import tensorflow as tf
 from sdm_tf.core import features as F
 from sdm_tf.model.sdm import SDM
 from sdm_tf.train import evaluation as E
+from sdm_tf.train.data_dir import load_item_vocab
 from sdm_tf.train.input import InputReader
-from sdm_tf.train.training import load_item_vocab
 
 
 def eval_batches(

@@ -20,6 +20,7 @@ from sdm_tf import config as C
 from sdm_tf.core import features as F
 from sdm_tf.model.sdm import SDM
 from sdm_tf.train import validation as V
+from sdm_tf.train.data_dir import load_dataset_spec, load_stats
 from sdm_tf.train.input import InputReader
 
 CHECKPOINT_DIR = "checkpoints"
@@ -30,27 +31,6 @@ DONE_MARKER = "TRAINING_DONE"
 
 def training_done(model_dir: str) -> bool:
     return tf.io.gfile.exists(os.path.join(model_dir, DONE_MARKER))
-
-
-def load_dataset_spec(data_dir: str) -> F.DatasetSpec:
-    with tf.io.gfile.GFile(os.path.join(data_dir, "dataset_spec.json")) as f:
-        return F.DatasetSpec.from_json(f.read())
-
-
-def load_stats(data_dir: str) -> dict:
-    with tf.io.gfile.GFile(os.path.join(data_dir, "stats.json")) as f:
-        return json.load(f)
-
-
-def load_vocab(data_dir: str, feature: str) -> list[str]:
-    """Raw values of `feature` by vocabulary line (line i is id i + NUM_RESERVED)."""
-    with tf.io.gfile.GFile(os.path.join(data_dir, "vocab", f"{feature}.tsv")) as f:
-        return [line.split("\t", 1)[0] for line in f.read().splitlines()]
-
-
-def load_item_vocab(data_dir: str) -> list[str]:
-    """Raw item ids by class (class c is vocabulary line c, id c + NUM_RESERVED)."""
-    return load_vocab(data_dir, F.ITEM)
 
 
 def dummy_inputs(spec: F.DatasetSpec) -> dict[str, tf.Tensor]:

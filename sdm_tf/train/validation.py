@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from sdm_tf.core import features as F
+from sdm_tf.train import predict
 from sdm_tf.train import ranks as R
 
 # The user's fed history: ranked as any item / never returned / ranked first, most recent first.
@@ -38,8 +39,6 @@ class ValidationSet:
     (`ranks.Queries`); an epoch only runs the tower and ranks."""
 
     def __init__(self, model, data_dir: str, k: int):
-        from sdm_tf.train import predict  # predict imports training, which imports this module
-
         self.batches = list(predict.eval_batches(data_dir, model.dataset))
         _, truth, history = predict.example_ids(self.batches)  # no tower pass: ids only
         self.queries = R.Queries.build(predict.load_item_vocab(data_dir), truth, history, k)
@@ -51,8 +50,6 @@ def validate(
     """Metrics on `eval/` under every history rule: {"kept": {...}, "excluded": {...}, ...}:
     `evaluation.retrieval_metrics` of `predict.rank_rules`' lists, computed from where the
     truth lands (`ranks`). `data`: eval/ already read, to parse it once for every epoch."""
-    from sdm_tf.train import predict
-
     data = data or ValidationSet(model, data_dir, max(ks))
     vecs = predict.tower_vectors(model, data.batches)
     return R.rule_metrics(model.item_table, model.output_bias, vecs, data.queries, ks)
