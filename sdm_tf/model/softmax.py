@@ -50,6 +50,11 @@ def exact_softmax_cross_entropy(
         out = tf.math.log(s) + top[:, 0] - z_label
 
         def grad(dy: tf.Tensor):
+            # Named, so that profiles charge these ops to the loss (step_profile.py).
+            with tf.name_scope("full_softmax_grad"):
+                return _grad(dy)
+
+        def _grad(dy: tf.Tensor):
             p = e * (dy / s)[:, tf.newaxis]  # dy · softmax, [M, C]
             du = tf.matmul(p, v) - dy[:, tf.newaxis] * v_label
             # Each label's row of V gets −dy/n · u; duplicates add up, as the weights do.
