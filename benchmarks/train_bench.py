@@ -100,9 +100,9 @@ def main(argv=None) -> dict:
             pass
         seconds = time.perf_counter() - start
     else:
-        # Up to the end of the last step: tearing the input down after `fit` took 0 or 7 s
-        # (varying from run to run, as on two threads here), which a long training run pays
-        # once and a 100-step timing would have counted as ~70 ms a step.
+        # Up to the end of the last step: `fit` returned 0 or 7 s after it (varying from run to
+        # run, on two threads; not the input's iterator, docs/performance.md), which a training
+        # run pays once and a 100-step timing would have counted as ~70 ms a step.
         clock = _LastStep()
         model.fit(reader(), epochs=1, steps_per_epoch=a.steps, verbose=0, callbacks=[clock])
         seconds = clock.at - start
