@@ -3,8 +3,8 @@
 The loss is log Σ_c exp(z_c) − mean_j z_{label_j} for z = u·Vᵀ + b. Written as TensorFlow ops
 (matmul, `sparse_softmax_cross_entropy_with_logits`, autodiff) it is the same numbers, but the
 fused cross-entropy kernel and the bias gradient take several passes over the [M, C] logits on
-one thread each. Here the forward keeps exp(z − max) once, and the backward scales it in place
-and feeds the two matmuls: on Beauty's shapes (590 positions × 12,092 items, d = 128) the loss
+one thread each. Here the forward keeps exp(z − max) once, and the backward scales it once and
+feeds it to the two matmuls: on Beauty's shapes (590 positions × 12,092 items, d = 128) the loss
 and its gradients took 62–65 ms against 111–117 on one thread and 38 against 63 on two, with
 the same losses and gradients to 1e-8 (docs/performance.md; a test checks them by hand).
 """
@@ -32,7 +32,8 @@ def exact_softmax_cross_entropy(
     left out as well. Neither may hold a row's own labels. Gradients flow to `vectors`,
     `table` and `bias`; the masks and labels are constants."""
     labels = tf.convert_to_tensor(labels)
-    num_labels = tf.cast(tf.shape(labels)[1], vectors.dtype)
+    n = tf.shape(labels)[1]
+    num_labels = tf.cast(n, vectors.dtype)
 
     @tf.custom_gradient
     def loss(u: tf.Tensor, v: tf.Tensor, b: tf.Tensor):
@@ -50,27 +51,21 @@ def exact_softmax_cross_entropy(
         out = tf.math.log(s) + top[:, 0] - z_label
 
         def grad(dy: tf.Tensor):
-            # Named, so that profiles charge these ops to the loss (step_profile.py).
-            with tf.name_scope("full_softmax_grad"):
-                return _grad(dy)
-
-        def _grad(dy: tf.Tensor):
-            p = e * (dy / s)[:, tf.newaxis]  # dy · softmax, [M, C]
-            du = tf.matmul(p, v) - dy[:, tf.newaxis] * v_label
-            # Each label's row of V gets −dy/n · u; duplicates add up, as the weights do.
-            share = (dy / num_labels)[:, tf.newaxis] * u  # [M, d]
-            flat = tf.reshape(labels, [-1, 1])
-            dv = tf.tensor_scatter_nd_add(
-                tf.matmul(p, u, transpose_a=True),
-                flat,
-                -tf.repeat(share, tf.shape(labels)[1], axis=0),
-            )
-            db = tf.reduce_sum(p, axis=0) - tf.math.unsorted_segment_sum(
-                tf.repeat(dy / num_labels, tf.shape(labels)[1]),
-                flat[:, 0],
-                tf.shape(b)[0],
-            )
-            return du, dv, db
+            with tf.name_scope("full_softmax_grad"):  # profiles charge these to the loss
+                p = e * (dy / s)[:, tf.newaxis]  # dy · softmax, [M, C]
+                du = tf.matmul(p, v) - dy[:, tf.newaxis] * v_label
+                # Each label's row of V gets −dy/n · u; duplicates add up, as the weights do.
+                weight = tf.repeat(dy / num_labels, n)  # [M·n], one per label
+                flat = tf.reshape(labels, [-1, 1])
+                dv = tf.tensor_scatter_nd_add(
+                    tf.matmul(p, u, transpose_a=True),
+                    flat,
+                    -weight[:, tf.newaxis] * tf.repeat(u, n, axis=0),
+                )
+                db = tf.reduce_sum(p, axis=0) - tf.math.unsorted_segment_sum(
+                    weight, flat[:, 0], tf.shape(b)[0]
+                )
+                return du, dv, db
 
         return out, grad
 

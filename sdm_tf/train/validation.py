@@ -24,6 +24,7 @@ import tensorflow as tf
 from sdm_tf.core import features as F
 from sdm_tf.train import predict
 from sdm_tf.train import ranks as R
+from sdm_tf.train.data_dir import load_item_vocab
 
 # The user's fed history: ranked as any item / never returned / ranked first, most recent first.
 # Epochs are chosen on the first two (the model's own ranking: under "first" a user with a long
@@ -41,7 +42,7 @@ class ValidationSet:
     def __init__(self, model, data_dir: str, k: int):
         self.batches = list(predict.eval_batches(data_dir, model.dataset))
         _, truth, history = predict.example_ids(self.batches)  # no tower pass: ids only
-        self.queries = R.Queries.build(predict.load_item_vocab(data_dir), truth, history, k)
+        self.queries = R.Queries.build(load_item_vocab(data_dir), truth, history, k)
 
 
 def validate(
