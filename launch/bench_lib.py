@@ -117,8 +117,9 @@ def run(
 
     data_dir: where the preprocessed split goes (default OUTPUT_DIR/data); with `reuse_data`,
       an existing one is used as it is (several runs on one split).
-    final_fit: "refit" (a fresh model for the chosen epochs) or "continue" (the best model,
-      trained `continue_epochs` more epochs on every training event).
+    final_fit: "refit" (a fresh model for the chosen epochs), "continue" (the best weights and
+      a fresh optimizer, `continue_epochs` more epochs on every training event) or "resume" (the
+      best weights and optimizer state, `continue_epochs` more at the decayed learning rate).
     refit_all: after validation has chosen the epochs, fit a fresh model on every training event
     (validation targets included) for that many epochs and rank the test split with it.
     """
@@ -151,6 +152,8 @@ def run(
             final.train.epochs, final.train.decay_epoch = schedule
         else:
             final.train.epochs = continue_epochs
+        if final_fit == "resume":  # the rate validation's decayed phase ran at
+            final.train.learning_rate *= cfg.train.decay_factor or 1.0
         refit = training.train(
             final,
             data_dir,
@@ -158,7 +161,8 @@ def run(
             verbose=verbose,
             train_split=F.TRAIN_ALL,
             validate=False,
-            init_from=os.path.join(output_dir, "model") if final_fit == "continue" else "",
+            init_from="" if final_fit == "refit" else os.path.join(output_dir, "model"),
+            init_optimizer=final_fit == "resume",
         )
         model = refit.pop("model")
     t2 = time.perf_counter()

@@ -32,11 +32,14 @@ BASELINES = flags.DEFINE_bool(
     "baselines", True, "also rank the test split with popularity and item-CF (same history rule)"
 )
 FINAL_FIT = flags.DEFINE_enum(
-    "final_fit", "refit", ["refit", "continue"],
-    "after validation: refit a fresh model on every training event for the chosen epochs, or "
-    "continue the best model for --continue_epochs on them",
+    "final_fit", "refit", ["refit", "continue", "resume"],
+    "after validation: refit a fresh model on every training event for the chosen epochs; "
+    "continue the best weights (fresh optimizer) for --continue_epochs on them; or resume the "
+    "best weights and optimizer state at the decayed rate for --continue_epochs",
 )  # fmt: skip
-CONTINUE_EPOCHS = flags.DEFINE_integer("continue_epochs", 3, "epochs of --final_fit=continue")
+CONTINUE_EPOCHS = flags.DEFINE_integer(
+    "continue_epochs", 3, "epochs of --final_fit=continue|resume"
+)
 SCORE_SCRIPT = flags.DEFINE_string("score_script", None, "score.py (default: ../shared/bench)")
 PIPELINE_ARGS = flags.DEFINE_multi_string(
     "pipeline_arg", [], "extra launch.preprocess argument, e.g. --pipeline_arg=--long_term_days=30"

@@ -127,6 +127,43 @@ def test_the_final_fit_decays_the_rate_at_decay_epoch(split_dir, tmp_path):
     assert result["history"]["learning_rate"] == pytest.approx([1e-3, 1e-3, 1e-4])
 
 
+def test_resume_starts_from_the_best_weights_and_optimizer_state(split_dir, tmp_path, monkeypatch):
+    """Scripted scores make epoch 2 of 3 the best: a resumed fit starts from its weights and
+    Adam state (10 steps an epoch: the step count goes on from 20) at the rate it is given."""
+    scores = iter([0.1, 0.3, 0.2])
+    at_best = {}
+
+    def scripted(model, data_dir, ks, batches=None):
+        value = next(scores)
+        if value == 0.3:
+            at_best["weights"] = [v.numpy().copy() for v in model.trainable_variables]
+            at_best["moments"] = [v.numpy().copy() for v in model.optimizer.variables[1:]]
+        return {r: {"NDCG@50": value, "users": 1} for r in V.RULES}
+
+    monkeypatch.setattr(V, "validate", scripted)
+    first = tmp_path / "first"
+    training.train(
+        smoke("train.epochs=3", "train.patience=5"), str(split_dir), str(first), verbose=0
+    )
+    model = training.build_model(training.load_dataset_spec(str(split_dir)), smoke())
+    model.optimizer.build(model.trainable_variables)
+    assert V.restore_best(model, str(first), optimizer=True)
+    assert int(model.optimizer.iterations.numpy()) == 20
+    for got, want in zip(model.trainable_variables, at_best["weights"]):
+        np.testing.assert_array_equal(got.numpy(), want)
+    assert any(np.abs(m).sum() > 0 for m in at_best["moments"])
+    for got, want in zip(model.optimizer.variables[1:], at_best["moments"]):
+        np.testing.assert_array_equal(got.numpy(), want)
+    cfg = smoke("train.epochs=1", "train.learning_rate=0.0001")
+    result = training.train(
+        cfg, str(split_dir), str(tmp_path / "resumed"), verbose=0, validate=False,
+        init_from=str(first), init_optimizer=True,
+    )  # fmt: skip
+    assert result["optimizer_steps"] == 30
+    # The checkpoint was written at 1e-3; the resumed fit runs at its own rate.
+    assert float(result["model"].optimizer.learning_rate.numpy()) == pytest.approx(1e-4)
+
+
 def test_epochs_are_chosen_on_the_model_and_the_rule_at_the_best_epoch(
     split_dir, tmp_path, monkeypatch
 ):

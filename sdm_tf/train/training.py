@@ -120,6 +120,7 @@ def train(
     validate: bool = True,
     data_service: str = "",
     init_from: str = "",
+    init_optimizer: bool = False,
 ) -> dict:
     """Trains (or resumes training of) a model; returns a summary with the loss per epoch.
 
@@ -128,6 +129,8 @@ def train(
       the data between the workers.
     init_from: a model directory whose best (else latest) weights start a fresh run (the
       optimizer starts fresh); ignored when `model_dir` already has a checkpoint to resume.
+    init_optimizer: with `init_from`, start from its best weights *and* optimizer state (Adam's
+      moments), at this config's learning rate.
 
     train_split: F.TRAIN, or F.TRAIN_ALL for the final fit on every event once validation has
       chosen the epochs (`validate=False` then: the validation targets are in the data).
@@ -146,6 +149,13 @@ def train(
     manager = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, CHECKPOINT_DIR), 3)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint)
+    elif init_from and init_optimizer:
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)  # slots to restore into
+        if not V.restore_best(model, init_from, optimizer=True):
+            raise FileNotFoundError(f"no best checkpoint in {init_from}/{V.BEST_DIR}")
+        # The checkpoint carries the rate it was written at; this run's config decides.
+        model.optimizer.learning_rate = cfg.train.learning_rate
     elif init_from:
         start_weights = restore(init_from)
         for var, value in zip(model.variables, start_weights.variables):

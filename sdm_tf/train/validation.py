@@ -187,12 +187,17 @@ def save_state(model_dir: str, state: dict) -> None:
         f.write(json.dumps(state, indent=1))
 
 
-def restore_best(model, model_dir: str) -> bool:
-    """Loads `model_dir/best/` into `model`; False when there is none."""
+def restore_best(model, model_dir: str, optimizer: bool = False) -> bool:
+    """Loads `model_dir/best/` into `model` (and its optimizer's state, whose slots must exist);
+    False when there is none."""
     prefix = os.path.join(model_dir, BEST_DIR, "ckpt")
     if not tf.io.gfile.exists(prefix + ".index"):
         return False
-    tf.train.Checkpoint(model=model).read(prefix).expect_partial()
+    if optimizer:
+        ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        ckpt.read(prefix).assert_existing_objects_matched()
+    else:
+        tf.train.Checkpoint(model=model).read(prefix).expect_partial()
     return True
 
 
