@@ -148,7 +148,12 @@ def run(
         # number of epochs. A test query ends with the user's latest training event, which this
         # fit has seen as a label, as validation queries end with one the first fit had seen.
         final = copy.deepcopy(cfg)
-        if final_fit == "refit":  # the same epochs, the rate decayed where validation's was
+        drop = V.decayed_epochs(validation) if final_fit == "warm" else 0
+        if final_fit == "warm" and drop:  # from the drop: epochs at the rate, then the decayed
+            final.train.epochs = continue_epochs + drop
+            final.train.decay_epoch = continue_epochs
+        elif final_fit in ("refit", "warm"):  # the same epochs, the rate decayed where it was
+            final_fit = "refit"
             final.train.epochs, final.train.decay_epoch = schedule
         else:
             final.train.epochs = continue_epochs
@@ -162,7 +167,8 @@ def run(
             train_split=F.TRAIN_ALL,
             validate=False,
             init_from="" if final_fit == "refit" else os.path.join(output_dir, "model"),
-            init_optimizer=final_fit == "resume",
+            init_optimizer=final_fit in ("resume", "warm"),
+            init_checkpoint=V.DROP_DIR if final_fit == "warm" else V.BEST_DIR,
         )
         model = refit.pop("model")
     t2 = time.perf_counter()

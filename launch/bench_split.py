@@ -32,10 +32,12 @@ BASELINES = flags.DEFINE_bool(
     "baselines", True, "also rank the test split with popularity and item-CF (same history rule)"
 )
 FINAL_FIT = flags.DEFINE_enum(
-    "final_fit", "refit", ["refit", "continue", "resume"],
+    "final_fit", "refit", ["refit", "continue", "resume", "warm"],
     "after validation: refit a fresh model on every training event for the chosen epochs; "
     "continue the best weights (fresh optimizer) for --continue_epochs on them; or resume the "
-    "best weights and optimizer state at the decayed rate for --continue_epochs",
+    "best weights and optimizer state at the decayed rate for --continue_epochs; or (warm) "
+    "start from where validation's rate dropped: --continue_epochs at the rate, then the "
+    "decayed epochs (refit where the rate never dropped)",
 )  # fmt: skip
 CONTINUE_EPOCHS = flags.DEFINE_integer(
     "continue_epochs", 3, "epochs of --final_fit=continue|resume"

@@ -82,6 +82,9 @@ def test_fit_schedule_replays_the_epochs_to_the_best_weights():
     assert V.fit_schedule({"best_epoch": 3, "decay_epoch": 3, "decay_started": 6}) == (3, 0)
     # Best 2 epochs into the decayed phase: 3 epochs at the rate, then 2 decayed.
     assert V.fit_schedule({"best_epoch": 8, "decay_epoch": 3, "decay_started": 6}) == (5, 3)
+    assert V.decayed_epochs({"best_epoch": 8, "decay_epoch": 3, "decay_started": 6}) == 2
+    assert V.decayed_epochs({"best_epoch": 3, "decay_epoch": 3, "decay_started": 6}) == 0
+    assert V.decayed_epochs({"best_epoch": 7}) == 0
 
 
 def test_the_rate_decays_from_the_best_weights_then_stops(split_dir, tmp_path, monkeypatch):
@@ -119,6 +122,13 @@ def test_the_rate_decays_from_the_best_weights_then_stops(split_dir, tmp_path, m
         np.testing.assert_array_equal(back, at_two)
     assert any(not np.array_equal(a, b) for a, b in zip(seen[1][1], seen[3][1]))
     assert V.fit_schedule(state) == (3, 2)
+    # The drop's starting point is kept for a warm final fit: epoch 2's weights.
+    model = training.build_model(training.load_dataset_spec(str(split_dir)), cfg)
+    model.optimizer.build(model.trainable_variables)
+    assert V.restore_best(model, str(tmp_path), optimizer=True, which=V.DROP_DIR)
+    for got, at_two in zip(model.trainable_variables, seen[1][1]):
+        np.testing.assert_array_equal(got.numpy(), at_two)
+    assert V.decayed_epochs(state) == 1
 
 
 def test_the_final_fit_decays_the_rate_at_decay_epoch(split_dir, tmp_path):

@@ -121,6 +121,7 @@ def train(
     data_service: str = "",
     init_from: str = "",
     init_optimizer: bool = False,
+    init_checkpoint: str = V.BEST_DIR,
 ) -> dict:
     """Trains (or resumes training of) a model; returns a summary with the loss per epoch.
 
@@ -130,7 +131,8 @@ def train(
     init_from: a model directory whose best (else latest) weights start a fresh run (the
       optimizer starts fresh); ignored when `model_dir` already has a checkpoint to resume.
     init_optimizer: with `init_from`, start from its best weights *and* optimizer state (Adam's
-      moments), at this config's learning rate.
+      moments), at this config's learning rate; `init_checkpoint` V.DROP_DIR: from the weights
+      validation's decayed phase started from.
 
     train_split: F.TRAIN, or F.TRAIN_ALL for the final fit on every event once validation has
       chosen the epochs (`validate=False` then: the validation targets are in the data).
@@ -152,8 +154,8 @@ def train(
     elif init_from and init_optimizer:
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)  # slots to restore into
-        if not V.restore_best(model, init_from, optimizer=True):
-            raise FileNotFoundError(f"no best checkpoint in {init_from}/{V.BEST_DIR}")
+        if not V.restore_best(model, init_from, optimizer=True, which=init_checkpoint):
+            raise FileNotFoundError(f"no checkpoint in {init_from}/{init_checkpoint}")
         # The checkpoint carries the rate it was written at; this run's config decides.
         model.optimizer.learning_rate = cfg.train.learning_rate
     elif init_from:

@@ -32,6 +32,7 @@ from sdm_tf.train.data_dir import load_item_vocab
 RULES = R.RULES  # kept, excluded, first
 MODEL_RULES = RULES[:2]
 BEST_DIR = "best"
+DROP_DIR = "drop"  # the weights and optimizer state the decayed phase started from
 STATE_FILE = "validation.json"
 
 
@@ -64,6 +65,12 @@ def fit_schedule(state: dict) -> tuple[int, int]:
     if not started or best <= started:
         return best, 0
     return state["decay_epoch"] + best - started, state["decay_epoch"]
+
+
+def decayed_epochs(state: dict) -> int:
+    """Epochs of the decayed phase up to the best one; 0 when the best came before any decay."""
+    best, started = state.get("best_epoch", 0), state.get("decay_started")
+    return best - started if started and best > started else 0
 
 
 class StepDecay(tf.keras.callbacks.Callback):
@@ -136,6 +143,9 @@ class RetrievalValidation(tf.keras.callbacks.Callback):
         tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).read(
             self.best_prefix
         ).expect_partial()
+        tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).write(
+            os.path.join(self.model_dir, DROP_DIR, "ckpt")
+        )
         self.model.optimizer.learning_rate = self.learning_rate * self.decay_factor
         self.state.update(decay_epoch=self.state["best_epoch"], decay_started=epoch)
 
@@ -187,10 +197,10 @@ def save_state(model_dir: str, state: dict) -> None:
         f.write(json.dumps(state, indent=1))
 
 
-def restore_best(model, model_dir: str, optimizer: bool = False) -> bool:
-    """Loads `model_dir/best/` into `model` (and its optimizer's state, whose slots must exist);
-    False when there is none."""
-    prefix = os.path.join(model_dir, BEST_DIR, "ckpt")
+def restore_best(model, model_dir: str, optimizer: bool = False, which: str = BEST_DIR) -> bool:
+    """Loads `model_dir/best/` (or `which`: DROP_DIR) into `model` (and its optimizer's state,
+    whose slots must exist); False when there is none."""
+    prefix = os.path.join(model_dir, which, "ckpt")
     if not tf.io.gfile.exists(prefix + ".index"):
         return False
     if optimizer:
