@@ -238,6 +238,12 @@ def run(
         "validation": validation,
         "chosen_epoch": validation.get("best_epoch"),
         "fit_schedule": schedule,
+        # What the final fit ran: its kind, (epochs, decay_epoch) and learning rate.
+        "final_fit_run": (
+            [final_fit, final.train.epochs, final.train.decay_epoch, final.train.learning_rate]
+            if refit
+            else None
+        ),
         "metrics": table["SDM"]["metrics"],
         "systems": table,
         "train": {k_: v for k_, v in result.items() if k_ != "history"},

@@ -85,13 +85,20 @@ def main(argv):
         f"{val.get('best', float('nan')):.4f}), history rule {summary['history_rule']}"
     )
     print(f"sessions: session gap {session_gap_text(summary['preprocess_stats'])}")
-    if summary.get("fit_schedule") and summary["fit_schedule"][1]:
-        epochs, decay = summary["fit_schedule"]
-        rate = cfg["train"]["learning_rate"]
+    kind, epochs, decay, rate = summary.get("final_fit_run") or ("", 0, 0, 0.0)
+    low = f"{rate * cfg['train']['decay_factor']:g}"
+    if kind == "refit" and decay:
         print(
             f"the rate decayed after epoch {decay}: the final fit ran {decay} epochs at {rate:g}, "
-            f"then {epochs - decay} at {rate * cfg['train']['decay_factor']:g}"
+            f"then {epochs - decay} at {low}"
         )
+    elif kind == "warm":
+        print(
+            f"the final fit started from epoch {val.get('decay_epoch')}'s weights (where the rate "
+            f"dropped): {decay} epochs at {rate:g}, then {epochs - decay} at {low}"
+        )
+    elif kind in ("resume", "continue"):
+        print(f"the final fit went on from the best weights: {epochs} epochs at {rate:g}")
     print(json.dumps({"seconds": {k: round(v, 1) for k, v in summary["seconds"].items()}}))
 
 

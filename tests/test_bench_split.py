@@ -29,6 +29,9 @@ def test_bench_split_end_to_end(tmp_path):
     val = summary["validation"]
     assert [p["epoch"] for p in val["curve"]] == [1, 2] and summary["chosen_epoch"] in (1, 2)
     assert summary["history_rule"] == val["rule"] in ("kept", "excluded", "first")
+    # The final fit: a fresh model on every training event for the chosen epochs, no decay.
+    lr = cfg.train.learning_rate
+    assert summary["final_fit_run"] == ["refit", summary["chosen_epoch"], 0, lr]
     assert summary["preprocess_stats"]["eval_examples"] > 0
     assert summary["train"]["objective"].endswith(f"{summary['preprocess_stats']['items']:,} items")
     assert summary["preprocess_stats"]["test_examples"] > 0
