@@ -118,8 +118,10 @@ def run(
     data_dir: where the preprocessed split goes (default OUTPUT_DIR/data); with `reuse_data`,
       an existing one is used as it is (several runs on one split).
     final_fit: "refit" (a fresh model for the chosen epochs), "continue" (the best weights and
-      a fresh optimizer, `continue_epochs` more epochs on every training event) or "resume" (the
-      best weights and optimizer state, `continue_epochs` more at the decayed learning rate).
+      a fresh optimizer, `continue_epochs` more epochs on every training event), "resume" (the
+      best weights and optimizer state, `continue_epochs` more at the decayed learning rate) or
+      "warm" (the weights and optimizer state validation's rate dropped from, `continue_epochs`
+      at the rate, then the decayed epochs validation needed; "refit" where the drop never won).
     refit_all: after validation has chosen the epochs, fit a fresh model on every training event
     (validation targets included) for that many epochs and rank the test split with it.
     """
@@ -148,13 +150,13 @@ def run(
         # number of epochs. A test query ends with the user's latest training event, which this
         # fit has seen as a label, as validation queries end with one the first fit had seen.
         final = copy.deepcopy(cfg)
-        drop = V.decayed_epochs(validation) if final_fit == "warm" else 0
-        if final_fit == "warm" and drop:  # from the drop: epochs at the rate, then the decayed
-            final.train.epochs = continue_epochs + drop
-            final.train.decay_epoch = continue_epochs
-        elif final_fit in ("refit", "warm"):  # the same epochs, the rate decayed where it was
-            final_fit = "refit"
+        if final_fit == "warm" and not V.decayed_epochs(validation):
+            final_fit = "refit"  # the rate never dropped to a better epoch: nothing to start from
+        if final_fit == "refit":  # the same epochs, the rate decayed where validation's was
             final.train.epochs, final.train.decay_epoch = schedule
+        elif final_fit == "warm":  # from the drop: epochs at the rate, then the decayed ones
+            final.train.epochs = continue_epochs + V.decayed_epochs(validation)
+            final.train.decay_epoch = continue_epochs
         else:
             final.train.epochs = continue_epochs
         if final_fit == "resume":  # the rate validation's decayed phase ran at

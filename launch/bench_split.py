@@ -40,7 +40,7 @@ FINAL_FIT = flags.DEFINE_enum(
     "decayed epochs (refit where the rate never dropped)",
 )  # fmt: skip
 CONTINUE_EPOCHS = flags.DEFINE_integer(
-    "continue_epochs", 3, "epochs of --final_fit=continue|resume"
+    "continue_epochs", 3, "epochs of --final_fit=continue|resume, full-rate epochs of warm"
 )
 SCORE_SCRIPT = flags.DEFINE_string("score_script", None, "score.py (default: ../shared/bench)")
 PIPELINE_ARGS = flags.DEFINE_multi_string(

@@ -140,12 +140,9 @@ class RetrievalValidation(tf.keras.callbacks.Callback):
             self.model.optimizer.learning_rate = self.learning_rate * self.decay_factor
 
     def _decay(self, epoch: int) -> None:
-        tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).read(
-            self.best_prefix
-        ).expect_partial()
-        tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).write(
-            os.path.join(self.model_dir, DROP_DIR, "ckpt")
-        )
+        ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+        ckpt.read(self.best_prefix).expect_partial()
+        ckpt.write(os.path.join(self.model_dir, DROP_DIR, "ckpt"))  # for a warm final fit
         self.model.optimizer.learning_rate = self.learning_rate * self.decay_factor
         self.state.update(decay_epoch=self.state["best_epoch"], decay_started=epoch)
 
