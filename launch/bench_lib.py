@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
@@ -96,6 +96,24 @@ def score_with_script(script: str, truth_path: str, pred_path: str, ks: Sequence
     return json.loads(out.stdout)
 
 
+def final_fit_plan(
+    final_fit: str, validation: Mapping, train: C.TrainConfig, continue_epochs: int
+) -> tuple[str, int, int, float]:
+    """What the final fit runs, from `validation`'s state (best_epoch, decay_started,
+    decay_epoch): (kind, epochs, decay_epoch, learning_rate). `run`'s `final_fit` says what each
+    kind starts from; "warm" becomes "refit" where the rate's drop never won."""
+    if final_fit == "warm" and not V.decayed_epochs(validation):
+        final_fit = "refit"  # the rate never dropped to a better epoch: nothing to start from
+    rate = train.learning_rate
+    if final_fit == "refit":  # the same epochs, the rate decayed where validation's was
+        return (final_fit, *V.fit_schedule(validation), rate)
+    if final_fit == "warm":  # from the drop: epochs at the rate, then the decayed ones
+        return final_fit, continue_epochs + V.decayed_epochs(validation), continue_epochs, rate
+    if final_fit == "resume":  # at the rate validation's decayed phase ran at
+        rate *= train.decay_factor or 1.0
+    return final_fit, continue_epochs, train.decay_epoch, rate
+
+
 def run(
     split: str,
     output_dir: str,
@@ -150,17 +168,8 @@ def run(
         # number of epochs. A test query ends with the user's latest training event, which this
         # fit has seen as a label, as validation queries end with one the first fit had seen.
         final = copy.deepcopy(cfg)
-        if final_fit == "warm" and not V.decayed_epochs(validation):
-            final_fit = "refit"  # the rate never dropped to a better epoch: nothing to start from
-        if final_fit == "refit":  # the same epochs, the rate decayed where validation's was
-            final.train.epochs, final.train.decay_epoch = schedule
-        elif final_fit == "warm":  # from the drop: epochs at the rate, then the decayed ones
-            final.train.epochs = continue_epochs + V.decayed_epochs(validation)
-            final.train.decay_epoch = continue_epochs
-        else:
-            final.train.epochs = continue_epochs
-        if final_fit == "resume":  # the rate validation's decayed phase ran at
-            final.train.learning_rate *= cfg.train.decay_factor or 1.0
+        final_fit, *plan = final_fit_plan(final_fit, validation, cfg.train, continue_epochs)
+        final.train.epochs, final.train.decay_epoch, final.train.learning_rate = plan
         refit = training.train(
             final,
             data_dir,

@@ -55,3 +55,20 @@ def test_bench_split_end_to_end(tmp_path):
     for system in summary["systems"].values():
         for key in ("HitRate@50", "Recall@20", "NDCG@100"):
             assert abs(system["score_py"][key] - system["metrics"][key]) < 1e-12
+
+
+def test_final_fit_plans_by_hand():
+    """Session 15's Beauty run: best epoch 37, the rate dropped after epoch 26 from epoch 18's
+    weights. The refit replays 18 epochs at the rate and 37 - 26 = 11 decayed ones."""
+    train = C.TrainConfig(learning_rate=1e-3, decay_factor=0.1)
+    dropped = {"best_epoch": 37, "decay_started": 26, "decay_epoch": 18}
+    plan = bench_split.final_fit_plan
+    assert plan("refit", dropped, train, 3) == ("refit", 29, 18, 1e-3)
+    assert plan("warm", dropped, train, 3) == ("warm", 14, 3, 1e-3)  # 3 at the rate, then 11
+    assert plan("continue", dropped, train, 3) == ("continue", 3, 0, 1e-3)
+    kind, epochs, decay_epoch, rate = plan("resume", dropped, train, 3)
+    assert (kind, epochs, decay_epoch) == ("resume", 3, 0) and abs(rate - 1e-4) < 1e-12
+    # The drop never beat epoch 18: warm has nothing to start from and refits 18 epochs.
+    never = {"best_epoch": 18, "decay_started": 26, "decay_epoch": 18}
+    assert plan("warm", never, train, 3) == ("refit", 18, 0, 1e-3)
+    assert plan("refit", {"best_epoch": 12}, train, 3) == ("refit", 12, 0, 1e-3)
