@@ -9,7 +9,8 @@ same buffer without the lock. Whatever is written between those two calls is los
 writes `--chunks` chunks into such a stream, as the runner writes a partition's chunks, and
 counts the bytes its callbacks received, for each flush period; then the same through the
 stream the runner gets once `pipelines.runner.fix_direct_runner_flush_race` has run (no time
-limit: flushes by size and at close). Beam's runner uses 1,000 ms. Prints JSON.
+limit: the runner's input goes out in one message at close). Beam's runner uses 1,000 ms.
+Prints JSON.
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ def main(argv=None) -> dict:
     from pipelines import runner
 
     chunk = b"x" * (a.chunk_kib << 10)
-    out: dict = {"chunks": a.chunks, "chunk_bytes": len(chunk), "beam_runner_flush_ms": None}
-    out["beam_runner_flush_ms"] = worker_handlers.DATA_BUFFER_TIME_LIMIT_MS
+    out: dict = {
+        "chunks": a.chunks,
+        "chunk_bytes": len(chunk),
+        "beam_runner_flush_ms": worker_handlers.DATA_BUFFER_TIME_LIMIT_MS,
+    }
     for ms in a.flush_ms:
 
         def timed(callback, ms=ms):

@@ -17,8 +17,9 @@ from sdm_tf.core.errors import LostDataError
 
 # Above this much input (bytes as stored) sdm's DirectRunner runs in memory: 1.5 x slower than
 # two workers at 10^7 events (321 MB of CSV: 513 s against 339 s), but one process of 7.8 GiB
-# against 10.0 GiB for the runner and its workers together, and no 2 GiB limit on a worker's share of
-# a grouped stage (one gRPC message in multi-processing mode; ~3 x 10^7 events on two workers).
+# against 10.0 GiB for the runner and its workers together, and no 2 GiB limit on a worker's
+# share of a grouped stage (one gRPC message in multi-processing mode; ~3 x 10^7 events on two
+# workers).
 IN_MEMORY_ABOVE_BYTES = 128 << 20
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 _DIRECT_FLAGS = ("--runner", "--direct_running_mode", "--direct_num_workers")
