@@ -30,6 +30,7 @@ FUSIONS = ("gate", "add", "concat", "multiply")
 # loss (`sdm_tf.model.baselines`).
 MODEL_KINDS = ("sdm", "youtube_dnn", "gru4rec")
 LOSS_POSITIONS = ("all", "last")
+SOFTMAX_DTYPES = ("float32", "bfloat16")
 EMPTY_LONG_TERM = ("auto", "fuse", "short_term")
 # "auto": "short_term" where at least this share of the training examples has no long-term
 # history at all, else the paper's "fuse". On validation (3 seeds) the short term alone gained on
@@ -101,6 +102,7 @@ class ModelConfig:
         records' `prior`), other than its labels, as evaluation leaves the user's history out
         of the ranking; "off"; "auto": "on" where labels almost never repeat an item the user
         had (`MASK_INPUTS_REPEAT_SHARE`). The sampled softmax never masks.
+      softmax_dtype: the exact softmax's matmul inputs, "float32" or "bfloat16" (performance.md).
     """
 
     kind: str = "sdm"
@@ -130,18 +132,14 @@ class ModelConfig:
     next_n: int = 1
     loss_positions: str = "all"
     mask_inputs: str = "auto"
+    softmax_dtype: str = "float32"
 
     def validate(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        if self.empty_long_term not in EMPTY_LONG_TERM:
-            raise ValueError(f"empty_long_term must be one of {EMPTY_LONG_TERM}")
-        if self.mask_inputs not in MASK_INPUTS:
-            raise ValueError(f"mask_inputs must be one of {MASK_INPUTS}")
-        if self.loss_positions not in LOSS_POSITIONS:
-            raise ValueError(f"loss_positions must be one of {LOSS_POSITIONS}")
+        choices = dict(kind=MODEL_KINDS, fusion=FUSIONS, mask_inputs=MASK_INPUTS)
+        choices.update(empty_long_term=EMPTY_LONG_TERM, loss_positions=LOSS_POSITIONS)
+        for name, allowed in {**choices, "softmax_dtype": SOFTMAX_DTYPES}.items():
+            if (value := getattr(self, name)) not in allowed:
+                raise ValueError(f"model.{name} must be one of {allowed}, got {value!r}")
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.tied_output and self.item_dim != self.dim:

@@ -39,7 +39,14 @@ def test_overrides_are_typed():
 
 @pytest.mark.parametrize(
     "override",
-    ["model.nope=1", "nope.dim=1", "model.dim", "model.fusion=sum", "model.num_heads=3"],
+    [
+        "model.nope=1",
+        "nope.dim=1",
+        "model.dim",
+        "model.fusion=sum",
+        "model.num_heads=3",
+        "model.softmax_dtype=float16",
+    ],
 )
 def test_bad_overrides_fail_clearly(override):
     with pytest.raises(ValueError):

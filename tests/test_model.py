@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
-from sdm_tf.model.masks import input_classes, prior_mask
+from sdm_tf.model import masks
+from sdm_tf.model.masks import input_classes, left_out, prior_mask, prior_pairs
 from sdm_tf.model.sdm import SDM, UserTower
 from sdm_tf.model.softmax import exact_softmax_cross_entropy
 
@@ -318,9 +319,36 @@ def test_prior_mask_by_hand():
     want[1, 6] = True
     want[2, 0] = True
     np.testing.assert_array_equal(got, want)
+    pairs = prior_pairs(prior, mask, labels).numpy().tolist()
+    assert pairs == [[0, 7], [0, 6], [1, 6], [2, 0]]  # the same cells (rows in order)
 
 
-def test_masked_inputs_leave_the_softmax_by_hand():
+@pytest.mark.parametrize("num_classes", [8, 1000])
+def test_left_out_takes_pairs_or_the_dense_prior_with_the_same_cells(num_classes):
+    # test_prior_mask_by_hand's prior: 5 cells. Of 3 × 8 logits that is dense; of 3 × 1,000
+    # it is under one in 64 (PRIOR_PAIRS_SHARE), so pairs. Session items 4, 5 (classes 2, 3).
+    x = {
+        F.short_key(F.ITEM): tf.constant([[4, 5], [5, 0]], tf.int64),
+        F.long_key(F.ITEM): tf.constant([[0], [0]], tf.int64),
+        F.PRIOR: tf.constant([[9, 8, 1], [2, 0, 0]], tf.int64),
+    }
+    mask = tf.constant([[True, True], [True, False]])
+    labels = tf.constant([[3], [7], [5]], tf.int64)
+    pairs, cells = left_out(x, mask, labels, num_classes)
+    assert cells.shape[0] == (3 if num_classes == 8 else 0)
+    got = np.zeros([3, num_classes], bool)
+    got[tuple(pairs.numpy().T)] = True
+    got[: cells.shape[0]] |= cells.numpy()
+    want = np.zeros([3, num_classes], bool)
+    want[0, [2, 6, 7]] = True  # its session item (class 2), the prior (7, 6)
+    want[1, [2, 3, 6]] = True  # the session's 2, 3; the prior's 7 is its own label
+    want[2, [0, 3]] = True
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("share", [0, 10**9], ids=["prior_as_pairs", "prior_dense"])
+def test_masked_inputs_leave_the_softmax_by_hand(share, monkeypatch):
+    monkeypatch.setattr(masks, "PRIOR_PAIRS_SHARE", share)
     model = SDM(SPEC, smoke("PSDMMAL", "model.num_sampled=1000", "model.mask_inputs=on"))
     assert model.full_softmax
     x = batch()
@@ -389,3 +417,28 @@ def test_exact_softmax_loss_and_gradients_by_hand(labels):
     np.testing.assert_allclose(losses.numpy(), want[0], rtol=1e-5)
     for got, expected in zip(grads, want[1:]):
         np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+
+
+def test_exact_softmax_in_bfloat16_pads_and_slices_back():
+    """bfloat16 matmuls: the float32 answer to bfloat16's precision, for 4 rows padded to 64
+    inside; a padded row leaking into the gradients would move db[0] by about 1."""
+    rng = np.random.default_rng(0)
+    u, v, b = (rng.normal(size=s).astype(np.float32) for s in ([4, 3], [6, 3], [6]))
+    labels = [[2], [5], [3], [0]]
+    cells = np.zeros([4, 6], bool)
+    cells[3, [1, 2]] = True
+    dy = np.array([1.0, 0.5, 2.0, 1.0], np.float32)
+    args = [tf.constant(x) for x in (u, v, b)]
+    with tf.GradientTape() as tape:
+        tape.watch(args)
+        losses = exact_softmax_cross_entropy(
+            *args, tf.constant(labels, tf.int64), None, cells, compute_dtype=tf.bfloat16
+        )
+        total = tf.reduce_sum(losses * dy)
+    grads = tape.gradient(total, args)
+    want = _softmax_by_hand(u, v, b, labels, [set(), set(), set(), {1, 2}], dy)
+    assert losses.dtype == tf.float32 and losses.shape == (4,)
+    np.testing.assert_allclose(losses.numpy(), want[0], atol=0.03)
+    for got, expected in zip(grads, want[1:]):
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got.numpy(), expected, atol=0.03)

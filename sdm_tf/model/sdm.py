@@ -22,7 +22,7 @@ from sdm_tf.model.layers import (
     StackedLSTM,
     UserAttention,
 )
-from sdm_tf.model.masks import input_classes, prior_mask
+from sdm_tf.model.masks import left_out
 from sdm_tf.model.softmax import exact_softmax_cross_entropy
 
 
@@ -232,7 +232,9 @@ class SDM(tfrs.models.Model):
         `temperature` > 0)."""
         if self.cfg.tied_output:
             self.tower.embeddings.embed(F.ITEM, tf.constant([0], tf.int64))  # builds the tables
-            table = self.tower.embeddings.tables[F.ITEM][F.NUM_RESERVED :]
+            # tf.slice, not [a:]: its gradient is a Pad; StridedSliceGrad took 7-9 ms a step
+            # on Beauty's table against 1 (docs/performance.md).
+            table = tf.slice(self.tower.embeddings.tables[F.ITEM], [F.NUM_RESERVED, 0], [-1, -1])
         else:
             table = self.output_embeddings
         if self.cfg.temperature > 0:
@@ -277,9 +279,7 @@ class SDM(tfrs.models.Model):
         if self.full_softmax:
             masked = prior = None
             if self.cfg.mask_inputs == "on":
-                masked = input_classes(inputs, mask, classes)
-                if F.PRIOR in inputs:
-                    prior = prior_mask(inputs[F.PRIOR], mask, classes, self.num_classes)
+                masked, prior = left_out(inputs, mask, classes, self.num_classes)
             losses = self.full_softmax_loss(vectors, classes, masked, prior)
         else:
             sampled_values = None
@@ -320,7 +320,8 @@ class SDM(tfrs.models.Model):
         """The training objective in words (the launchers print it: the choice is automatic)."""
         if self.full_softmax:
             masked = ", inputs left out" if self.cfg.mask_inputs == "on" else ""
-            return f"exact softmax over {self.num_classes:,} items{masked}"
+            low = ", bfloat16 matmuls" if self.cfg.softmax_dtype != "float32" else ""
+            return f"exact softmax over {self.num_classes:,} items{masked}{low}"
         return f"sampled softmax, {self.cfg.num_sampled:,} negatives of {self.num_classes:,} items"
 
     def full_softmax_loss(
@@ -333,10 +334,16 @@ class SDM(tfrs.models.Model):
         """Cross-entropy over every item, the `next_n` labels weighted 1/next_n each (the
         target distribution `tf.nn.sampled_softmax_loss` uses). [M, d], [M, n] -> [M].
         `masked` [K, 2]: (row, class) pairs left out of the softmax (`input_classes`);
-        `prior` [M, C]: cells left out as well (`prior_mask`)."""
+        `prior` [M or 0, C]: cells left out as well (`masks.left_out`)."""
         with tf.name_scope("full_softmax"):  # a block of its own in profiles
             return exact_softmax_cross_entropy(
-                vectors, self.item_table, self.output_bias, classes, masked, prior
+                vectors,
+                self.item_table,
+                self.output_bias,
+                classes,
+                masked,
+                prior,
+                compute_dtype=tf.as_dtype(self.cfg.softmax_dtype),
             )
 
     def score(self, user_vectors: tf.Tensor) -> tf.Tensor:
