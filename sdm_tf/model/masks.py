@@ -71,8 +71,8 @@ def prior_pairs(prior: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor) -> tf.Tens
 
 # The prior goes in as pairs while it has at most one cell in this many of the [M, C] logits,
 # else as the dense mask. Both leave out the same cells; this only decides the cost. Amazon
-# Beauty (149 of 22,512 records with a prior) takes pairs: the dense mask's gather, update and
-# select over [M, C] cost ~10 ms a step for a few dozen cells. MovieLens (~180 prior items a
+# Beauty (149 of 22,512 records with a prior) takes pairs: the dense mask's scatter, gather,
+# update and select cost 14.5 ms of op time a step there, for a few dozen cells. MovieLens (~180 prior items a
 # record) stays dense, which was 8-11 % faster there than pairs (`prior_mask`).
 PRIOR_PAIRS_SHARE = 64
 
