@@ -72,7 +72,7 @@ def test_the_sdm_objective_trains_it(kind):
 
 
 def test_unknown_kind_is_rejected():
-    with pytest.raises(ValueError, match="model kind"):
+    with pytest.raises(ValueError, match=r"model\.kind must be one of"):
         C.get_config("smoke", "PSDMMAL", ["model.kind=narm"])
 
 
