@@ -394,6 +394,18 @@ def _softmax_by_hand(u, v, b, labels, left_out, dy):
     return np.array(losses), du, dv, db
 
 
+def _exact_softmax(u, v, b, labels, masked, cells, dy, compute_dtype=tf.float32):
+    """`exact_softmax_cross_entropy`'s losses and the gradients of Σ dy · loss for u, v, b."""
+    args = [tf.constant(x) for x in (u, v, b)]
+    with tf.GradientTape() as tape:
+        tape.watch(args)
+        losses = exact_softmax_cross_entropy(
+            *args, tf.constant(labels, tf.int64), masked, cells, compute_dtype=compute_dtype
+        )
+        total = tf.reduce_sum(losses * dy)
+    return losses, tape.gradient(total, args)
+
+
 @pytest.mark.parametrize(
     "labels", [[[2], [5], [3], [0]], [[2, 2], [5, 1], [3, 0], [0, 5]]], ids=["next", "next_n"]
 )
@@ -404,14 +416,7 @@ def test_exact_softmax_loss_and_gradients_by_hand(labels):
     cells = np.zeros([4, 6], bool)
     cells[3, [1, 2]] = True
     dy = np.array([1.0, 0.5, 2.0, 1.0], np.float32)  # a weighted sum checks dy's scaling
-    args = [tf.constant(x) for x in (u, v, b)]
-    with tf.GradientTape() as tape:
-        tape.watch(args)
-        losses = exact_softmax_cross_entropy(
-            *args, tf.constant(labels, tf.int64), tf.constant(masked, tf.int64), cells
-        )
-        total = tf.reduce_sum(losses * dy)
-    grads = tape.gradient(total, args)
+    losses, grads = _exact_softmax(u, v, b, labels, tf.constant(masked, tf.int64), cells, dy)
     left_out = [{1, 4}, set(), {1}, {1, 2}]
     want = _softmax_by_hand(u, v, b, labels, left_out, dy)
     np.testing.assert_allclose(losses.numpy(), want[0], rtol=1e-5)
@@ -428,14 +433,7 @@ def test_exact_softmax_in_bfloat16_pads_and_slices_back():
     cells = np.zeros([4, 6], bool)
     cells[3, [1, 2]] = True
     dy = np.array([1.0, 0.5, 2.0, 1.0], np.float32)
-    args = [tf.constant(x) for x in (u, v, b)]
-    with tf.GradientTape() as tape:
-        tape.watch(args)
-        losses = exact_softmax_cross_entropy(
-            *args, tf.constant(labels, tf.int64), None, cells, compute_dtype=tf.bfloat16
-        )
-        total = tf.reduce_sum(losses * dy)
-    grads = tape.gradient(total, args)
+    losses, grads = _exact_softmax(u, v, b, labels, None, cells, dy, tf.bfloat16)
     want = _softmax_by_hand(u, v, b, labels, [set(), set(), set(), {1, 2}], dy)
     assert losses.dtype == tf.float32 and losses.shape == (4,)
     np.testing.assert_allclose(losses.numpy(), want[0], atol=0.03)

@@ -38,6 +38,14 @@ def prior_mask(prior: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor, num_classes
     return tf.tensor_scatter_nd_update(cells, own, tf.zeros(tf.shape(own)[:1], tf.bool))
 
 
+def _pairs(classes: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """(row, class) of every class of `classes` [M, S] that is one (padding and OOV are below 0)
+    and not among its row's `labels` [M, n]: [K, 2], in row order."""
+    own = tf.reduce_any(classes[:, :, tf.newaxis] == labels[:, tf.newaxis, :], axis=-1)
+    where = tf.where(tf.logical_and(classes >= 0, tf.logical_not(own)))  # (row, slot)
+    return tf.stack([where[:, 0], tf.gather_nd(classes, where)], axis=1)
+
+
 def input_classes(inputs: Mapping[str, tf.Tensor], mask: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """(row, class) of every item a position has in its input (the session up to and including
     it, and the long-term item bag) other than its own labels: [K, 2], rows numbering the
@@ -53,27 +61,20 @@ def input_classes(inputs: Mapping[str, tf.Tensor], mask: tf.Tensor, labels: tf.T
     # The bag is the same for every position of a record: gathered per position's row.
     bag = tf.gather(inputs[F.long_key(F.ITEM)], tf.where(mask)[:, 0])  # [M, L]
     ids = tf.concat([tf.boolean_mask(ids, mask), bag], axis=-1)  # [M, T + L]
-    classes = ids - F.NUM_RESERVED  # padding and OOV below 0
-    own = tf.reduce_any(classes[:, :, tf.newaxis] == labels[:, tf.newaxis, :], axis=-1)
-    keep = tf.logical_and(classes >= 0, tf.logical_not(own))
-    where = tf.where(keep)  # [K, 2]: (row, input slot)
-    return tf.stack([where[:, 0], tf.gather_nd(classes, where)], axis=1)
+    return _pairs(ids - F.NUM_RESERVED, labels)
 
 
 def prior_pairs(prior: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """`prior_mask`'s true cells as (row, class) pairs [K, 2], in row order: the form
     `input_classes` has, for batches where few positions have a prior."""
-    classes = tf.gather(prior, tf.where(mask)[:, 0]) - F.NUM_RESERVED  # [M, P]
-    own = tf.reduce_any(classes[:, :, tf.newaxis] == labels[:, tf.newaxis, :], axis=-1)
-    where = tf.where(tf.logical_and(classes >= 0, tf.logical_not(own)))
-    return tf.stack([where[:, 0], tf.gather_nd(classes, where)], axis=1)
+    return _pairs(tf.gather(prior, tf.where(mask)[:, 0]) - F.NUM_RESERVED, labels)  # [M, P]
 
 
 # The prior goes in as pairs while it has at most one cell in this many of the [M, C] logits,
 # else as the dense mask. Both leave out the same cells; this only decides the cost. Amazon
 # Beauty (149 of 22,512 records with a prior) takes pairs: the dense mask's scatter, gather,
-# update and select cost 14.5 ms of op time a step there, for a few dozen cells. MovieLens (~180 prior items a
-# record) stays dense, which was 8-11 % faster there than pairs (`prior_mask`).
+# update and select cost 14.5 ms of op time a step there, for a few dozen cells. MovieLens
+# (~180 prior items a record) stays dense, 8-11 % faster there than pairs (`prior_mask`).
 PRIOR_PAIRS_SHARE = 64
 
 

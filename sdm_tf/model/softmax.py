@@ -37,9 +37,9 @@ def exact_softmax_cross_entropy(
     `tf.nn.sampled_softmax_loss` uses. -> [M].
 
     `masked` [K, 2]: (row, class) cells left out of the softmax; `cells` [M, C] (bool): cells
-    left out as well ([0, C]: none). Neither may hold a row's own labels. Gradients flow to `vectors`,
-    `table` and `bias`; the masks and labels are constants. `compute_dtype`: the type of the
-    matmuls' inputs (module docstring)."""
+    left out as well ([0, C]: none). Neither may hold a row's own labels. Gradients flow to
+    `vectors`, `table` and `bias`; the masks and labels are constants. `compute_dtype`: the
+    type of the matmuls' inputs (module docstring)."""
     labels = tf.convert_to_tensor(labels)
     n = tf.shape(labels)[1]
     num_labels = tf.cast(n, vectors.dtype)
