@@ -164,3 +164,12 @@ def test_tables_3_and_4_keep_the_papers_long_term_rule(empty, same):
     assert label == "4 heads"
     heads4 = C.get_config("default", variant, overrides).to_dict()
     assert (X.effective(sdm, False, stats) == X.effective(heads4, False, stats)) is same
+
+
+@pytest.mark.parametrize(
+    "cores, memory_gib, jobs",
+    [(2, 24, 2), (16, 32, 8), (16, 128, 16), (2, 7.9, 1), (1, 64, 1), (8, 2, 1)],
+)
+def test_default_jobs_is_one_per_core_as_memory_allows(cores, memory_gib, jobs):
+    # GIB_PER_JOB = 4: 32 GiB hold 8 cells, 7.9 GiB one; never fewer than one.
+    assert X.default_jobs(cores, memory_gib) == jobs
