@@ -96,6 +96,10 @@ def score_with_script(script: str, truth_path: str, pred_path: str, ks: Sequence
     return json.loads(out.stdout)
 
 
+# What follows validation (`run`'s `final_fit`).
+FINAL_FITS = ("refit", "continue", "resume", "warm", "none")
+
+
 def final_fit_plan(
     final_fit: str, validation: Mapping, train: C.TrainConfig, continue_epochs: int
 ) -> tuple[str, int, int, float]:
@@ -124,7 +128,6 @@ def run(
     preprocess_args: Sequence[str] = (),
     verbose: int | str = 2,
     baselines: bool = True,
-    refit_all: bool = True,
     final_fit: str = "refit",
     continue_epochs: int = 3,
     data_dir: str | None = None,
@@ -137,12 +140,15 @@ def run(
       an existing one is used as it is (several runs on one split).
     final_fit: "refit" (a fresh model for the chosen epochs), "continue" (the best weights and
       a fresh optimizer, `continue_epochs` more epochs on every training event), "resume" (the
-      best weights and optimizer state, `continue_epochs` more at the decayed learning rate) or
+      best weights and optimizer state, `continue_epochs` more at the decayed learning rate),
       "warm" (the weights and optimizer state validation's rate dropped from, `continue_epochs`
-      at the rate, then the decayed epochs validation needed; "refit" where the drop never won).
-    refit_all: after validation has chosen the epochs, fit a fresh model on every training event
-    (validation targets included) for that many epochs and rank the test split with it.
+      at the rate, then the decayed epochs validation needed; "refit" where the drop never won),
+      or "none": no final fit, validation's best checkpoint ranks the test split (the protocol
+      of published leave-one-out tables: a cheaper run, a model that never had the validation
+      targets as labels).
     """
+    if final_fit not in FINAL_FITS:
+        raise ValueError(f"final_fit must be one of {FINAL_FITS}, not {final_fit!r}")
     from sdm_tf.train import baselines as B
 
     t0 = time.perf_counter()
@@ -163,7 +169,7 @@ def run(
     refit = None
     # (epochs, decay_epoch) that reach validation's best weights again: `validation.fit_schedule`.
     schedule = V.fit_schedule(validation) if validation.get("best_epoch") else None
-    if schedule and refit_all:
+    if schedule and final_fit != "none":
         # The final fit: every training event (validation targets included) for the chosen
         # number of epochs. A test query ends with the user's latest training event, which this
         # fit has seen as a label, as validation queries end with one the first fit had seen.

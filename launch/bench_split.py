@@ -31,14 +31,7 @@ BEAM_LOGS = flags.DEFINE_bool(
 BASELINES = flags.DEFINE_bool(
     "baselines", True, "also rank the test split with popularity and item-CF (same history rule)"
 )
-FINAL_FIT = flags.DEFINE_enum(
-    "final_fit", "refit", ["refit", "continue", "resume", "warm"],
-    "after validation: refit a fresh model on every training event for the chosen epochs; "
-    "continue the best weights (fresh optimizer) for --continue_epochs on them; or resume the "
-    "best weights and optimizer state at the decayed rate for --continue_epochs; or (warm) "
-    "start from where validation's rate dropped: --continue_epochs at the rate, then the "
-    "decayed epochs (refit where the rate never dropped)",
-)  # fmt: skip
+FINAL_FIT = common.FINAL_FIT
 CONTINUE_EPOCHS = flags.DEFINE_integer(
     "continue_epochs", 3, "epochs of --final_fit=continue|resume, full-rate epochs of warm"
 )
@@ -99,6 +92,8 @@ def main(argv):
         )
     elif kind in ("resume", "continue"):
         print(f"the final fit went on from the best weights: {epochs} epochs at {rate:g}")
+    elif FINAL_FIT.value == "none":
+        print("no final fit: validation's best checkpoint ranked the test split")
     print(json.dumps({"seconds": {k: round(v, 1) for k, v in summary["seconds"].items()}}))
 
 

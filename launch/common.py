@@ -38,6 +38,17 @@ OVERRIDES = flags.DEFINE_multi_string(
 EPOCHS = flags.DEFINE_integer("epochs", None, "overrides train.epochs")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "overrides train.batch_size")
 STEPS = flags.DEFINE_integer("steps_per_epoch", None, "overrides train.steps_per_epoch")
+# bench_split's and experiments' (every cell's); the choices are `bench_lib.FINAL_FITS`.
+FINAL_FIT = flags.DEFINE_enum(
+    "final_fit", "refit", ["refit", "continue", "resume", "warm", "none"],
+    "after validation: refit a fresh model on every training event for the chosen epochs; "
+    "continue the best weights (fresh optimizer) for --continue_epochs on them; or resume the "
+    "best weights and optimizer state at the decayed rate for --continue_epochs; or (warm) "
+    "start from where validation's rate dropped: --continue_epochs at the rate, then the "
+    "decayed epochs (refit where the rate never dropped); or none: validation's best "
+    "checkpoint ranks the test split (a third less time on Beauty). launch.experiments keeps "
+    "each kind's cells in its own folder (runs/ for refit, runs_KIND/ otherwise)",
+)  # fmt: skip
 
 
 def require(*holders) -> None:

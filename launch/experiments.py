@@ -1,4 +1,5 @@
 """python -m launch.experiments --split S --output_dir O --table 2|3|4|all [--seeds 3] [--jobs N]
+    [--final_fit refit|none|...]
 
 The paper's tables (§4.3-4.5) on any ../shared/bench split, each cell a full `bench_split` run
 (validation split, early stopping, the history rule chosen on validation, final fit, the test
@@ -18,7 +19,8 @@ The split is preprocessed once, and a configuration that appears in several tabl
 `--jobs N` runs N cells at a time, each in its own process with its share of the cores (default:
 one per core, as memory allows). Writes O/table<N>.md (with the command that made it) and
 each run's bench_summary.json under O/runs/; a run that fails is shown as failed, never as a
-number. Resumable: finished cells are read, not run again.
+number. Resumable: finished cells are read, not run again. `--final_fit none` ranks the test
+split with validation's checkpoint in every cell (no final fit; O/runs_none/, O/table<N>_none.md).
 """
 
 import concurrent.futures
@@ -42,6 +44,7 @@ from sdm_tf import config as C
 SPLIT = common.SPLIT
 TABLE = flags.DEFINE_enum("table", "all", ["2", "3", "4", "all"], "which table")
 SEEDS = flags.DEFINE_integer("seeds", 3, "seeds per cell (train.seed = 0 .. seeds-1)")
+FINAL_FIT = common.FINAL_FIT
 JOBS = flags.DEFINE_integer(
     "jobs", 0, "cells run at a time, each in its own process (0: one per core, as memory allows)"
 )
@@ -83,9 +86,18 @@ def cell(runs: list[dict], system: str, metric: str) -> str:
     return f"{statistics.mean(vals):.4f}{sd}"
 
 
-def markdown(table: str, rows: list[tuple[str, list[dict], list[str]]], command: str) -> str:
+def markdown(
+    table: str,
+    rows: list[tuple[str, list[dict], list[str]]],
+    command: str,
+    final_fit: str = "refit",
+) -> str:
     cols = [f"{m}@{k}" for k in KS for m in METRICS]
     lines = [f"### Table {table}", "", f"`{command}`", ""]
+    if final_fit == "none":
+        lines += ["No final fit: validation's best checkpoint ranks the test split.", ""]
+    elif final_fit != "refit":
+        lines += [f"Final fit: {final_fit} (`launch.bench_split --final_fit`).", ""]
     lines.append("| model | seeds | " + " | ".join(cols) + " | chosen epochs | wall s |")
     lines.append("|---" * (len(cols) + 4) + "|")
     for label, runs, failures in rows:
@@ -107,9 +119,14 @@ def markdown(table: str, rows: list[tuple[str, list[dict], list[str]]], command:
     return "\n".join(lines) + "\n"
 
 
-def finished_runs(out: str) -> list[dict]:
-    """The summaries of every finished run under OUT/runs/ (of any table), each with its "_dir"."""
-    paths = sorted(glob.glob(os.path.join(out, "runs", "*", "bench_summary.json")))
+def runs_dir(out: str, final_fit: str = "refit") -> str:
+    """Where the cells of one kind of final fit live: OUT/runs/ (refit), else OUT/runs_KIND/."""
+    return os.path.join(out, "runs" if final_fit == "refit" else f"runs_{final_fit}")
+
+
+def finished_runs(out: str, final_fit: str = "refit") -> list[dict]:
+    """The summaries of every finished run of `final_fit` (of any table), each with its "_dir"."""
+    paths = sorted(glob.glob(os.path.join(runs_dir(out, final_fit), "*", "bench_summary.json")))
     return [{**_summary(os.path.dirname(p)), "_dir": os.path.dirname(p)} for p in paths]
 
 
@@ -146,20 +163,20 @@ class Cell:
     same_as: str | None = None  # the run dir of an identical configuration (run once)
 
 
-def plan(out: str, tables: Sequence[str], seeds: int) -> list[Cell]:
+def plan(out: str, tables: Sequence[str], seeds: int, final_fit: str = "refit") -> list[Cell]:
     """Every (table, row, seed) cell, in table order. A configuration that acts on the data as
     one already finished or planned (PSDMMAL is also Table 3's 4 heads and Table 4's gate) points
     at that run instead of running again."""
     profile = has_profile(os.path.join(out, "data"))
     stats = _read_json(os.path.join(out, "data", "stats.json"))
     seen = {json.dumps(effective(r["config"], profile, stats), sort_keys=True): r["_dir"]
-            for r in finished_runs(out)}  # fmt: skip
+            for r in finished_runs(out, final_fit)}  # fmt: skip
     cells = []
     for table in tables:
         for label, overrides, variant in TABLES[table]:
             for seed in range(seeds):
                 slug = label.split(" (")[0].replace(" ", "_").lower()
-                run_dir = os.path.join(out, "runs", f"t{table}_{slug}_s{seed}")
+                run_dir = os.path.join(runs_dir(out, final_fit), f"t{table}_{slug}_s{seed}")
                 cfg = C.get_config("default", variant, [*overrides, f"train.seed={seed}"])
                 key = json.dumps(effective(cfg.to_dict(), profile, stats), sort_keys=True)
                 done = os.path.exists(os.path.join(run_dir, "bench_summary.json"))
@@ -177,10 +194,12 @@ def _pin_threads(threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def _run_cell(split: str, run_dir: str, config: dict, pipeline_args: list[str], data_dir: str):
+def _run_cell(
+    split: str, run_dir: str, config: dict, pipeline_args: list[str], data_dir: str, final_fit: str
+):
     return bench_lib.run(
         split, run_dir, C.ExperimentConfig.from_dict(config), preprocess_args=pipeline_args,
-        data_dir=data_dir, reuse_data=True, verbose=0,
+        data_dir=data_dir, reuse_data=True, verbose=0, final_fit=final_fit,
     )  # fmt: skip
 
 
@@ -207,6 +226,7 @@ def run_tables(
     pipeline_args: list[str],
     jobs: int = 1,
     executor: concurrent.futures.Executor | None = None,
+    final_fit: str = "refit",
 ) -> dict[str, str]:
     """Runs every missing cell of `tables` (`jobs` at a time, each in its own process, once the
     split is preprocessed) and returns each table's markdown. Resumable: a finished cell is read,
@@ -215,7 +235,7 @@ def run_tables(
     if not os.path.exists(os.path.join(data_dir, "stats.json")):
         # Once, before any cell: the cells share it, and the plan reads its stats.
         bench_lib.preprocess_split(split, data_dir, pipeline_args)
-    cells = plan(out, tables, seeds)
+    cells = plan(out, tables, seeds, final_fit)
     todo = [c for c in cells if c.same_as is None and not _summary(c.run_dir)]
     failures: dict[str, str] = {}
     results: dict[str, dict] = {}
@@ -229,13 +249,17 @@ def run_tables(
     if executor is None:
         for c in todo:
             try:
-                results[c.run_dir] = _run_cell(split, c.run_dir, c.config, pipeline_args, data_dir)
+                results[c.run_dir] = _run_cell(
+                    split, c.run_dir, c.config, pipeline_args, data_dir, final_fit
+                )
             except Exception:  # noqa: BLE001  (a failed cell is reported, the table goes on)
                 failures[c.run_dir] = traceback.format_exc()
     else:
         with executor:
             futures = {
-                executor.submit(_run_cell, split, c.run_dir, c.config, pipeline_args, data_dir): c
+                executor.submit(
+                    _run_cell, split, c.run_dir, c.config, pipeline_args, data_dir, final_fit
+                ): c
                 for c in todo
             }
             for future in concurrent.futures.as_completed(futures):
@@ -245,7 +269,8 @@ def run_tables(
                 else:
                     failures[run_dir] = "".join(traceback.format_exception(future.exception()))
     for run_dir, text in failures.items():
-        with open(os.path.join(out, f"failed_{os.path.basename(run_dir)}.txt"), "w") as f:
+        kind = "" if final_fit == "refit" else f"{final_fit}_"
+        with open(os.path.join(out, f"failed_{kind}{os.path.basename(run_dir)}.txt"), "w") as f:
             f.write(text)
     command = "python -m launch.experiments " + shlex.join(sys.argv[1:])
     texts = {}
@@ -256,7 +281,7 @@ def run_tables(
             dirs = [c.same_as or c.run_dir for c in mine]
             runs = [r for r in (results.get(d) or _summary(d) for d in dirs) if r]
             rows.append((label, runs, [failures[d] for d in dirs if d in failures]))
-        texts[table] = markdown(table, rows, command)
+        texts[table] = markdown(table, rows, command, final_fit)
     return texts
 
 
@@ -277,9 +302,12 @@ def main(argv):
     quiet_beam(pipeline_args)
     tables = ("2", "3", "4") if TABLE.value == "all" else (TABLE.value,)
     jobs = JOBS.value or default_jobs()
-    texts = run_tables(SPLIT.value, out, tables, SEEDS.value, pipeline_args, jobs=jobs)
+    texts = run_tables(
+        SPLIT.value, out, tables, SEEDS.value, pipeline_args, jobs=jobs, final_fit=FINAL_FIT.value
+    )
+    kind = "" if FINAL_FIT.value == "refit" else f"_{FINAL_FIT.value}"
     for table, text in texts.items():
-        with open(os.path.join(out, f"table{table}.md"), "w") as f:
+        with open(os.path.join(out, f"table{table}{kind}.md"), "w") as f:
             f.write(text)
         print(text)
 

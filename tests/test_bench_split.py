@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from launch import bench_lib as bench_split
 from sdm_tf import config as C
 from sdm_tf.train import evaluation as E
@@ -55,6 +57,22 @@ def test_bench_split_end_to_end(tmp_path):
     for system in summary["systems"].values():
         for key in ("HitRate@50", "Recall@20", "NDCG@100"):
             assert abs(system["score_py"][key] - system["metrics"][key]) < 1e-12
+
+
+def test_without_a_final_fit_validations_checkpoint_ranks_the_test_split(tmp_path):
+    split = taobao_time_split(tmp_path / "split", min_item_count=2)
+    cfg = C.get_config("smoke", "PSDMMAL", ["train.epochs=2", "train.steps_per_epoch=2"])
+    with pytest.raises(ValueError, match="final_fit must be one of"):
+        bench_split.run(str(split), str(tmp_path / "bad"), cfg, final_fit="nothing")
+    assert not (tmp_path / "bad").exists()  # refused before any work
+    out = tmp_path / "out"
+    summary = bench_split.run(
+        str(split), str(out), cfg, preprocess_args=["--direct_running_mode=in_memory"],
+        final_fit="none", baselines=False,
+    )  # fmt: skip
+    assert summary["chosen_epoch"] in (1, 2)
+    assert summary["final_fit_run"] is None and summary["final_fit"] is None
+    assert not (out / "model_final").exists() and (out / "predictions.jsonl").exists()
 
 
 def test_final_fit_plans_by_hand():

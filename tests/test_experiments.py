@@ -173,3 +173,30 @@ def test_tables_3_and_4_keep_the_papers_long_term_rule(empty, same):
 def test_default_jobs_is_one_per_core_as_memory_allows(cores, memory_gib, jobs):
     # GIB_PER_JOB = 4: 32 GiB hold 8 cells, 7.9 GiB one; never fewer than one.
     assert X.default_jobs(cores, memory_gib) == jobs
+
+
+def test_final_fit_none_runs_its_own_cells_and_says_so(monkeypatch, tmp_path):
+    """Cells without a final fit live beside the refit ones (runs_none/), never reuse them, and
+    pass the kind to bench_split; the table says what ranked the test split."""
+    calls = []
+
+    def fake_run(split, run_dir, cfg, **kwargs):
+        calls.append((os.path.relpath(run_dir, tmp_path), kwargs["final_fit"]))
+        result = {**summary(0.1), "config": cfg.to_dict()}
+        os.makedirs(run_dir)
+        with open(os.path.join(run_dir, "bench_summary.json"), "w") as f:
+            json.dump(result, f)
+        return result
+
+    monkeypatch.setattr(X.bench_lib, "run", fake_run)
+    monkeypatch.setitem(X.TABLES, "3", [("4 heads", [], "PSDMMAL")])
+    preprocessed(tmp_path)
+    refit = X.run_tables("split", str(tmp_path), ["3"], 1, [])["3"]
+    none = X.run_tables("split", str(tmp_path), ["3"], 1, [], final_fit="none")["3"]
+    assert calls == [
+        (os.path.join("runs", "t3_4_heads_s0"), "refit"),
+        (os.path.join("runs_none", "t3_4_heads_s0"), "none"),
+    ]
+    assert "No final fit" in none and "No final fit" not in refit
+    X.run_tables("split", str(tmp_path), ["3"], 1, [], final_fit="none")  # resumed: read
+    assert len(calls) == 2

@@ -121,3 +121,11 @@ def test_train_console_has_no_info_chatter(preprocessed_dir, tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Sharding callback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_the_final_fit_flag_offers_what_bench_lib_runs():
+    from absl import flags
+
+    from launch import bench_lib, common
+
+    assert flags.FLAGS[common.FINAL_FIT.name].parser.enum_values == list(bench_lib.FINAL_FITS)
