@@ -119,9 +119,15 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def kind_suffix(final_fit: str) -> str:
+    """What tells one kind of final fit's files apart: "" for refit (the default), else "_KIND"
+    (runs_none/, table2_none.md, failed_none_*.txt)."""
+    return "" if final_fit == "refit" else f"_{final_fit}"
+
+
 def runs_dir(out: str, final_fit: str = "refit") -> str:
     """Where the cells of one kind of final fit live: OUT/runs/ (refit), else OUT/runs_KIND/."""
-    return os.path.join(out, "runs" if final_fit == "refit" else f"runs_{final_fit}")
+    return os.path.join(out, "runs" + kind_suffix(final_fit))
 
 
 def finished_runs(out: str, final_fit: str = "refit") -> list[dict]:
@@ -269,8 +275,8 @@ def run_tables(
                 else:
                     failures[run_dir] = "".join(traceback.format_exception(future.exception()))
     for run_dir, text in failures.items():
-        kind = "" if final_fit == "refit" else f"{final_fit}_"
-        with open(os.path.join(out, f"failed_{kind}{os.path.basename(run_dir)}.txt"), "w") as f:
+        name = f"failed{kind_suffix(final_fit)}_{os.path.basename(run_dir)}.txt"
+        with open(os.path.join(out, name), "w") as f:
             f.write(text)
     command = "python -m launch.experiments " + shlex.join(sys.argv[1:])
     texts = {}
@@ -305,9 +311,8 @@ def main(argv):
     texts = run_tables(
         SPLIT.value, out, tables, SEEDS.value, pipeline_args, jobs=jobs, final_fit=FINAL_FIT.value
     )
-    kind = "" if FINAL_FIT.value == "refit" else f"_{FINAL_FIT.value}"
     for table, text in texts.items():
-        with open(os.path.join(out, f"table{table}{kind}.md"), "w") as f:
+        with open(os.path.join(out, f"table{table}{kind_suffix(FINAL_FIT.value)}.md"), "w") as f:
             f.write(text)
         print(text)
 

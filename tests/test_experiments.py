@@ -16,6 +16,15 @@ def summary(value, epoch=5, seconds=10.0):
     return {"systems": systems, "chosen_epoch": epoch, "seconds": {"total": seconds}}
 
 
+def finished(run_dir, cfg, value=0.1):
+    """What a finished bench_split run leaves: its summary, with the config, in run_dir."""
+    result = {**summary(value), "config": cfg.to_dict()}
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "bench_summary.json"), "w") as f:
+        json.dump(result, f)
+    return result
+
+
 def preprocessed(out, stats=None):
     """The split's data dir as the tables find it once preprocessed (they preprocess first)."""
     (out / "data").mkdir()
@@ -53,11 +62,7 @@ def test_a_configuration_in_several_tables_runs_once_per_seed(monkeypatch, tmp_p
 
     def fake_run(split, run_dir, cfg, **kwargs):
         calls.append(os.path.basename(run_dir))
-        result = {**summary(0.1), "config": cfg.to_dict()}
-        os.makedirs(run_dir)
-        with open(os.path.join(run_dir, "bench_summary.json"), "w") as f:
-            json.dump(result, f)
-        return result
+        return finished(run_dir, cfg)
 
     monkeypatch.setattr(X.bench_lib, "run", fake_run)
     preprocessed(tmp_path)
@@ -105,11 +110,7 @@ def test_cells_run_in_parallel_workers_and_failures_stay_failures(monkeypatch, t
             calls.append(os.path.basename(run_dir))
         if cfg.model.fusion == "concat":
             raise RuntimeError("killed")
-        result = {**summary(0.05 * cfg.model.num_heads), "config": cfg.to_dict()}
-        os.makedirs(run_dir)
-        with open(os.path.join(run_dir, "bench_summary.json"), "w") as f:
-            json.dump(result, f)
-        return result
+        return finished(run_dir, cfg, 0.05 * cfg.model.num_heads)
 
     monkeypatch.setattr(X.bench_lib, "run", fake_run)
     preprocessed(tmp_path)
@@ -182,11 +183,7 @@ def test_final_fit_none_runs_its_own_cells_and_says_so(monkeypatch, tmp_path):
 
     def fake_run(split, run_dir, cfg, **kwargs):
         calls.append((os.path.relpath(run_dir, tmp_path), kwargs["final_fit"]))
-        result = {**summary(0.1), "config": cfg.to_dict()}
-        os.makedirs(run_dir)
-        with open(os.path.join(run_dir, "bench_summary.json"), "w") as f:
-            json.dump(result, f)
-        return result
+        return finished(run_dir, cfg)
 
     monkeypatch.setattr(X.bench_lib, "run", fake_run)
     monkeypatch.setitem(X.TABLES, "3", [("4 heads", [], "PSDMMAL")])
