@@ -52,3 +52,32 @@ def test_recall_by_hand():
 def test_unknown_kind():
     with pytest.raises(ValueError):
         I.IndexConfig(kind="lsh")
+
+
+def test_gpu_indexes_are_placed_by_build_and_load_and_saved_from_a_cpu_copy(
+    data, tmp_path, monkeypatch
+):
+    """faiss-gpu faked on a CPU host: what goes to the GPUs and what comes back, per config."""
+    items, queries = data
+    moved, back = [], []
+    monkeypatch.setattr(I, "num_gpus", lambda: 1)
+    # faiss-cpu has no index_gpu_to_cpu: raising=False adds it.
+    monkeypatch.setattr(I.faiss, "index_cpu_to_all_gpus", lambda ix: moved.append(ix) or ix, False)
+    monkeypatch.setattr(I.faiss, "index_gpu_to_cpu", lambda ix: back.append(ix) or ix, False)
+    gpu, cpu, hnsw = (
+        I.IndexConfig(kind="flat"),
+        I.IndexConfig(kind="flat", use_gpu=False),
+        I.IndexConfig(kind="hnsw", ef_search=64),
+    )
+    assert [I.on_gpu(c) for c in (gpu, cpu, hnsw)] == [True, False, False]
+    for name, cfg in (("gpu", gpu), ("cpu", cpu), ("hnsw", hnsw)):
+        index = I.build(items, cfg)
+        assert len(moved) == (name == "gpu")
+        I.save(index, cfg, str(tmp_path / name), {})
+        assert len(back) == (name == "gpu")  # a CPU index is written as it is, not copied
+        loaded, _ = I.load(str(tmp_path / name))
+        assert len(moved) == 2 * (name == "gpu")  # load puts it back on the GPUs
+        assert (I.search(loaded, queries, 5)[1] == I.search(index, queries, 5)[1]).all()
+        moved.clear(), back.clear()
+    monkeypatch.setattr(I, "num_gpus", lambda: 0)
+    assert not I.on_gpu(gpu)

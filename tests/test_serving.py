@@ -166,8 +166,19 @@ def test_oversized_chunked_bodies_are_refused_without_reading_them_whole(retriev
     assert received[0] <= 9  # 9 x 8 KB > 64 KB
 
 
-@pytest.mark.parametrize("serialize", [None, True])
-def test_cpu_searches_run_concurrently(retriever, monkeypatch, serialize):
+@pytest.mark.parametrize(
+    "serialize,kind,gpus,peak_expected",
+    [
+        (None, None, 0, 4),  # no config: a CPU index
+        (True, None, 0, 1),
+        (None, "flat", 0, 4),  # faiss finds no GPU: the flat index stays on the CPU
+        (None, "flat", 1, 1),  # a GPU index: one search at a time
+        (None, "hnsw", 1, 4),  # FAISS has no GPU HNSW
+    ],
+)
+def test_cpu_searches_run_concurrently(
+    retriever, monkeypatch, serialize, kind, gpus, peak_expected
+):
     inside, peak, lock = [0], [0], threading.Lock()
     real = serving.I.search
 
@@ -181,11 +192,13 @@ def test_cpu_searches_run_concurrently(retriever, monkeypatch, serialize):
         return real(index, queries, k)
 
     monkeypatch.setattr(serving.I, "search", slow_search)
-    r = serving.Retriever(retriever.export, retriever.index, None, serialize_search=serialize)
+    monkeypatch.setattr(serving.I, "num_gpus", lambda: gpus)
+    cfg = kind and serving.I.IndexConfig(kind=kind)
+    r = serving.Retriever(retriever.export, retriever.index, cfg, serialize_search=serialize)
     req = serving.RetrieveRequest.model_validate({"events": events(retriever, 2), "k": 5})
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: r.retrieve([req]), range(4)))
-    assert peak[0] == (1 if serialize else 4)
+    assert peak[0] == peak_expected
 
 
 def _coalesce(retrieve, ks):

@@ -9,7 +9,8 @@ Kinds:
           `nprobe` cells searched.
   hnsw    IndexHNSWFlat (inner product): `hnsw_m` links, `ef_construction`, `ef_search`.
 
-A GPU is used for flat and ivfpq when faiss-gpu finds one (HNSW is CPU-only in FAISS).
+Flat and ivfpq live on every GPU that faiss-gpu finds when the config's `use_gpu` is on (HNSW
+is CPU-only in FAISS): `build` and `load` put them there, `save` writes a CPU copy.
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ def num_gpus() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+def on_gpu(cfg: IndexConfig) -> bool:
+    """Whether `build` and `load` place `cfg`'s index on the GPUs of this host. FAISS GPU indexes
+    must not be searched from two threads at once (the service serialises their searches)."""
+    return cfg.use_gpu and cfg.kind != "hnsw" and num_gpus() > 0
+
+
+def _to_gpus(index: faiss.Index, cfg: IndexConfig) -> faiss.Index:
+    return faiss.index_cpu_to_all_gpus(index) if on_gpu(cfg) else index
+
+
 def build(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
     """vectors: [N, D] float32 (augmented items) -> a trained, filled index."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -73,8 +84,7 @@ def build(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
         index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = cfg.ef_construction
         index.hnsw.efSearch = cfg.ef_search
-    if cfg.use_gpu and cfg.kind != "hnsw" and num_gpus() > 0:
-        index = faiss.index_cpu_to_all_gpus(index)
+    index = _to_gpus(index, cfg)
     if not index.is_trained:
         index.train(x)
     index.add(x)
@@ -82,6 +92,7 @@ def build(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
 
 
 def set_search_params(index: faiss.Index, cfg: IndexConfig) -> None:
+    """efSearch or nprobe from `cfg`, on a CPU index (`load` sets them before the GPU copy)."""
     if cfg.kind == "hnsw":
         faiss.downcast_index(index).hnsw.efSearch = cfg.ef_search
     elif cfg.kind == "ivfpq":
@@ -119,7 +130,7 @@ def save(index: faiss.Index, cfg: IndexConfig, path: str, report: dict) -> None:
     writes to disk (a temporary local file when `path` is remote), never through a bytes copy."""
     import tensorflow as tf
 
-    cpu = faiss.index_gpu_to_cpu(index) if num_gpus() > 0 and cfg.kind != "hnsw" else index
+    cpu = faiss.index_gpu_to_cpu(index) if on_gpu(cfg) else index
     meta_path = path + ".json"
     if tf.io.gfile.exists(meta_path):
         tf.io.gfile.remove(meta_path)
@@ -149,7 +160,8 @@ def save(index: faiss.Index, cfg: IndexConfig, path: str, report: dict) -> None:
 def load(path: str) -> tuple[faiss.Index, IndexConfig]:
     """The index at `path`, checked against its metadata. The file is streamed through the
     hash (and, off the local disk, into a temporary local copy) and read by FAISS from disk, so
-    the peak memory is the index's own size, not twice it."""
+    the peak memory is the index's own size, not twice it. A GPU index (`on_gpu`) is copied to
+    the GPUs and its CPU copy freed."""
     import tensorflow as tf
 
     meta_path = path + ".json"
@@ -173,7 +185,7 @@ def load(path: str) -> tuple[faiss.Index, IndexConfig]:
             os.unlink(tmp.name)
     cfg = IndexConfig(**meta["config"])
     set_search_params(index, cfg)
-    return index, cfg
+    return _to_gpus(index, cfg), cfg
 
 
 def evaluate(index, exact, queries: np.ndarray, k: int) -> dict:

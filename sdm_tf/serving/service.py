@@ -85,8 +85,10 @@ class Retriever:
         index_cfg: I.IndexConfig | None = None,
         serialize_search: bool | None = None,
     ):
-        """serialize_search: one search at a time. None (the default): only for a GPU index;
-        FAISS CPU searches are thread-safe and run concurrently."""
+        """index, index_cfg: as `index.build` or `index.load` returned them; None: an exact
+        index built here, on the GPUs where faiss-gpu finds any. serialize_search: one search at a
+        time. None (the default): only for a GPU index (`index.on_gpu`); FAISS CPU searches are
+        thread-safe and run concurrently."""
         self.export = export
         self.spec = export.dataset
         self.session_cfg = S.SessionConfig(
@@ -96,15 +98,14 @@ class Retriever:
             long_term_size=self.spec.long_term_size,
         )
         if index is None:
-            index_cfg = I.IndexConfig(kind="flat", use_gpu=False)
+            index_cfg = I.IndexConfig(kind="flat")
             index = I.build(export.augmented_items(), index_cfg)
         self.index = index
         self.index_cfg = index_cfg
         self.popular = list(range(len(export.item_ids)))
         self.known_items = frozenset(export.item_ids)
-        if serialize_search is None:
-            cfg = index_cfg or I.IndexConfig(kind="flat", use_gpu=False)
-            serialize_search = cfg.use_gpu and cfg.kind != "hnsw" and I.num_gpus() > 0
+        if serialize_search is None:  # an index passed without its config is taken as on the CPU
+            serialize_search = index_cfg is not None and I.on_gpu(index_cfg)
         self._search_guard = threading.Lock() if serialize_search else contextlib.nullcontext()
 
     # -- query construction -----------------------------------------------------------------
