@@ -57,3 +57,38 @@ def test_same_numbers_as_the_ranked_lists():
         assert got[rule] == pytest.approx(want, abs=1e-12), rule
     with pytest.raises(ValueError, match="lists of 7 items"):
         R.rule_metrics(model.item_table, model.output_bias, vecs, q, (20,))
+
+
+def test_ranked_blocks_against_numpy():
+    """The shared top-k by hand: blocks, ties to the lower class, left-out cells, early ends."""
+    rng = np.random.default_rng(5)
+    items, dim, users, k = 30, 3, 50, 8
+    table = rng.normal(size=[items, dim]).astype(np.float32)
+    table[2] = table[7] = [10.0, 0.0, 0.0]  # a tie: 2 before 7
+    bias = rng.normal(size=[items]).astype(np.float32)
+    bias[7] = bias[2]
+    vecs = rng.normal(size=[users, dim]).astype(np.float32)
+    vecs[0] = [1.0, 0.0, 0.0]  # scores the tied pair first
+    seen = {u: {int(c) for c in rng.choice(items, rng.integers(0, 5))} for u in range(users)}
+    seen[1] = set(range(items - 3))  # 3 classes left: the list ends early
+    seen[20] = set()
+
+    def left_out(start, stop):
+        return [(u - start, c) for u in range(start, stop) for c in sorted(seen[u])]
+
+    blocks = list(
+        R.ranked_blocks(tf.constant(table), tf.constant(bias), vecs, k, left_out, True, 16)
+    )
+    assert [(a, b) for a, b, _, _ in blocks] == [(0, 16), (16, 32), (32, 48), (48, 50)]
+    kept = np.concatenate([b[2] for b in blocks])
+    excluded = np.concatenate([b[3] for b in blocks])
+    scores = (tf.matmul(vecs, table, transpose_b=True) + bias).numpy()
+    order = np.argsort(-scores, axis=1, kind="stable")
+    np.testing.assert_array_equal(kept, order[:, :k])
+    assert list(kept[0][:2]) == [2, 7]
+    for u in range(users):
+        want = [c for c in order[u] if c not in seen[u]][:k]
+        assert list(excluded[u]) == want + [R.END] * (k - len(want)), u
+    assert list(excluded[1]) == [*order[1][np.isin(order[1], [27, 28, 29])], R.END, R.END, R.END,
+                                 R.END, R.END]  # fmt: skip
+    assert [b[3] for b in R.ranked_blocks(table, bias, vecs, k, None, False, 64)] == [None]

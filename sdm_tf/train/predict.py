@@ -13,6 +13,7 @@ import tensorflow as tf
 from sdm_tf.core import features as F
 from sdm_tf.model.sdm import SDM
 from sdm_tf.train import evaluation as E
+from sdm_tf.train import ranks as R
 from sdm_tf.train.data_dir import load_item_vocab
 from sdm_tf.train.input import InputReader
 
@@ -96,38 +97,33 @@ def rank_rules(
     """Top-k under the history rules from one scoring pass: "kept" (only if `kept`), and with
     `history` (time-ordered) "excluded" (never returned) and "first" (`sessions.history_first`)."""
     index = {item: c for c, item in enumerate(vocab)}
-    table, bias = model.item_table, model.output_bias
     k = min(k, len(vocab))
     out: dict[str, list[list[str]]] = {}
     if kept:
         out["kept"] = []
     if history is not None:
         out["excluded"], out["first"] = [], []
-    for start in range(0, len(vecs), block):
-        scores = tf.matmul(tf.constant(vecs[start : start + block]), table, transpose_b=True) + bias
+
+    def left_out(start: int, stop: int) -> list[tuple[int, int]]:
+        rows = history[start:stop]
+        return [(r, index[i]) for r, row in enumerate(rows) for i in set(row) if i in index]
+
+    for start, stop, kept_top, excl in R.ranked_blocks(
+        model.item_table,
+        model.output_bias,
+        vecs,
+        k,
+        None if history is None else left_out,
+        kept,
+        block,
+    ):
         if kept:
-            _, top = tf.math.top_k(scores, k)
-            out["kept"] += [[vocab[c] for c in row] for row in top.numpy()]
-        if history is None:
+            out["kept"] += [[vocab[c] for c in row] for row in kept_top]
+        if excl is None:
             continue
-        cells = [
-            (r, index[i])
-            for r, row in enumerate(history[start : start + block])
-            for i in set(row)
-            if i in index
-        ]
-        if cells:
-            scores = tf.tensor_scatter_nd_update(
-                scores, tf.constant(cells, tf.int32), tf.fill([len(cells)], -np.inf)
-            )
-        values, top = tf.math.top_k(scores, k)
-        # Fewer than k items left after the exclusion: the list ends early.
-        excluded = [
-            [vocab[c] for c, v in zip(row, vals) if v != -np.inf]
-            for row, vals in zip(top.numpy(), values.numpy())
-        ]
+        excluded = [[vocab[c] for c in row if c != R.END] for row in excl]
         out["excluded"] += excluded
-        out["first"] += map(E.history_first, history[start : start + block], excluded, [k] * block)
+        out["first"] += map(E.history_first, history[start:stop], excluded, [k] * (stop - start))
     return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -81,26 +81,54 @@ def _positions(top: np.ndarray, gold: np.ndarray) -> np.ndarray:
     return np.where(eq.any(-1), eq.argmax(-1), np.inf)
 
 
-def rule_ranks(
-    table: tf.Tensor, bias: tf.Tensor, vecs: np.ndarray, q: Queries, block: int = 2048
-) -> dict[str, np.ndarray]:
-    """Each gold item's 0-based position in the k-list of every rule: {rule: [U, G]}, inf where
-    the list does not hold it. Scores, blocks and `top_k` are `predict.rank_rules`' own, so
-    ties break the same way (the lower class first)."""
-    out = {rule: np.full(q.gold.shape, np.inf) for rule in RULES}
+# A `ranked_blocks` list ends before k here; never a class, nor `Queries.gold`'s padding (-1).
+END = -2
+
+
+def ranked_blocks(
+    table: tf.Tensor,
+    bias: tf.Tensor,
+    vecs: np.ndarray,
+    k: int,
+    left_out: Callable[[int, int], Sequence] | None,
+    kept: bool = True,
+    block: int = 2048,
+):
+    """The exact top-`k` classes of `vecs` [U, d] under the history rules, `block` users at a
+    time: yields (start, stop, kept [b, k] or None unless `kept`, excluded [b, k] or None
+    when `left_out` is None). `left_out(start, stop)`: the (row in the block, class) cells to
+    leave out; `excluded` holds END where fewer than k classes are left. One scoring pass and
+    at most two `top_k`s a block; ties go to the lower class, as `top_k` breaks them."""
     for start in range(0, len(vecs), block):
         stop = min(start + block, len(vecs))
         scores = tf.matmul(tf.constant(vecs[start:stop]), table, transpose_b=True) + bias
-        gold = q.gold[start:stop]
-        out["kept"][start:stop] = _positions(tf.math.top_k(scores, q.k)[1].numpy(), gold)
-        cells = q.seen[(q.seen[:, 0] >= start) & (q.seen[:, 0] < stop)] - [start, 0]
+        kept_top = tf.math.top_k(scores, k)[1].numpy() if kept else None
+        if left_out is None:
+            yield start, stop, kept_top, None
+            continue
+        cells = left_out(start, stop)
         if len(cells):
             scores = tf.tensor_scatter_nd_update(
                 scores, tf.constant(cells, tf.int32), tf.fill([len(cells)], -np.inf)
             )
-        values, top = (t.numpy() for t in tf.math.top_k(scores, q.k))
-        top = np.where(values == -np.inf, -2, top)  # the list ends before the left-out items
-        excluded = _positions(top, gold)
+        values, top = (t.numpy() for t in tf.math.top_k(scores, k))
+        yield start, stop, kept_top, np.where(values == -np.inf, END, top)
+
+
+def rule_ranks(
+    table: tf.Tensor, bias: tf.Tensor, vecs: np.ndarray, q: Queries, block: int = 2048
+) -> dict[str, np.ndarray]:
+    """Each gold item's 0-based position in the k-list of every rule: {rule: [U, G]}, inf where
+    the list does not hold it. The lists are `ranked_blocks`', as `predict.rank_rules`' are."""
+    out = {rule: np.full(q.gold.shape, np.inf) for rule in RULES}
+
+    def left_out(start: int, stop: int) -> np.ndarray:
+        return q.seen[(q.seen[:, 0] >= start) & (q.seen[:, 0] < stop)] - [start, 0]
+
+    for start, stop, kept, excl in ranked_blocks(table, bias, vecs, q.k, left_out, True, block):
+        gold = q.gold[start:stop]
+        out["kept"][start:stop] = _positions(kept, gold)
+        excluded = _positions(excl, gold)
         out["excluded"][start:stop] = excluded
         head = q.head_pos[start:stop]
         out["first"][start:stop] = np.where(
