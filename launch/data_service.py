@@ -1,4 +1,5 @@
-"""python -m launch.data_service --role dispatcher|worker|both [--dispatcher_port 5050] [--dispatcher H:P]
+"""python -m launch.data_service --role dispatcher|worker|both [--dispatcher_port 5050]
+    [--dispatcher H:P]
 
 Runs tf.data service servers for parameter-server training (`sdm_tf.train.data_service`) until
 stopped: the dispatcher, a worker that registers with it, or both in one process (one machine).

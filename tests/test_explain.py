@@ -105,7 +105,8 @@ def test_explain_command(trained_model_dir, preprocessed_dir, tmp_path):
     )
     out_dir = tmp_path / "figures"
     cmd = [sys.executable, "-m", "launch.explain", f"--model_dir={model_dir}",
-           f"--data_dir={preprocessed_dir}", f"--output_dir={out_dir}", "--num_users=1"]  # fmt: skip
+           f"--data_dir={preprocessed_dir}", f"--output_dir={out_dir}",
+           "--num_users=1"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     written = sorted(p.name for p in out_dir.iterdir())

@@ -229,7 +229,8 @@ def _accounting_args(tmp_path, *beam_args) -> list[str]:
     path.write_text("\n".join(["user_id,item_id,timestamp", *ACCOUNTING_ROWS]) + "\n")
     return [f"--input={path}", "--format=csv", "--eval_protocol=none", "--min_item_count=2",
             "--max_user_events=3", "--max_user_rows=5", "--session_gap=600",
-            f"--output_dir={tmp_path / 'out'}", "--num_shards=1", *IN_MEMORY, *beam_args]  # fmt: skip
+            f"--output_dir={tmp_path / 'out'}", "--num_shards=1", *IN_MEMORY,
+            *beam_args]  # fmt: skip
 
 
 def _accounting_run(tmp_path, *beam_args):

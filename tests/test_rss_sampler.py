@@ -10,7 +10,10 @@ from benchmarks import rss_sampler
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 # A child that touches 256 MiB (every page written, so it is resident), says so, and waits.
-CHILD = "b = bytearray(256 * 2**20); b[::4096] = b'x' * len(b[::4096]); print('ready', flush=True); input()"
+CHILD = (
+    "b = bytearray(256 * 2**20); b[::4096] = b'x' * len(b[::4096]); "
+    "print('ready', flush=True); input()"
+)
 
 
 def test_child_memory_is_the_childs():

@@ -62,3 +62,16 @@ def test_no_module_over_400_lines():
         if (n := len(p.read_text().splitlines())) > 400
     }
     assert not long
+
+
+def test_no_line_over_100_characters():
+    # black wraps code at 100 but leaves long strings, comments and `fmt: skip` blocks alone.
+    long = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for pkg in (*PACKAGES, "benchmarks", "tests")
+        for p in modules(pkg)
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if len(line) > 100
+    ]
+    assert not long
+

@@ -81,7 +81,8 @@ def explain_users(
     num_users: int = 4,
     split: str = F.EVAL,
 ) -> list[UserExplanation]:
-    """The weights of the tower for each user's query example in `split` (see `UserTower.explain`)."""
+    """The weights of the tower for each user's query example in `split`
+    (see `UserTower.explain`)."""
     if model.cfg.kind != "sdm":
         raise InputError(f"only SDM towers can be explained (model kind {model.cfg.kind!r})")
     features = list(model.tower.item_features)
