@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[cpu,test]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,7 +8,6 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",
     "tensorflow-recommenders==0.7.7",
     "apache-beam[tfrecord]==2.77.0",
-    "faiss-cpu==1.15.1",
     "absl-py>=2.1",
     "numpy>=1.26",
     "google-crc32c>=1.5",
@@ -20,7 +19,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "test": [
         "pytest>=8",
-        "httpx>=0.27",
+        "httpx2>=2.0",  # Starlette's TestClient uses it; plain httpx is deprecated there
         "black>=24",
         "ruff>=0.5",
         "pyyaml>=6",
@@ -29,7 +28,10 @@ EXTRAS = {
     ],
     # launch.explain's figures.
     "figures": ["matplotlib>=3.8"],
-    # faiss-gpu replaces faiss-cpu's module of the same name on CUDA hosts.
+    # FAISS for the item index: exactly one of these two. Both wheels write the same `faiss`
+    # package, so installed together the last one wins file by file, and uninstalling one
+    # deletes the other's files (docs/performance.md, "FAISS on a GPU").
+    "cpu": ["faiss-cpu==1.15.1"],
     "gpu": ["faiss-gpu==1.15.1"],
 }
 

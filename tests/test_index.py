@@ -1,5 +1,9 @@
 """FAISS indexes: Flat equals brute force; approximate recall is measured."""
 
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -81,3 +85,23 @@ def test_gpu_indexes_are_placed_by_build_and_load_and_saved_from_a_cpu_copy(
         moved.clear(), back.clear()
     monkeypatch.setattr(I, "num_gpus", lambda: 0)
     assert not I.on_gpu(gpu)
+
+
+def test_a_broken_faiss_install_is_named_at_import(tmp_path):
+    # What `pip uninstall faiss-cpu` leaves of faiss-gpu installed beside it: a folder without
+    # the module, which Python imports as an empty namespace package. `-S`: no site-packages
+    # (their faiss would win), numpy linked in by hand.
+    site = pathlib.Path(np.__file__).parents[1]
+    for name in ("numpy", "numpy.libs"):
+        if (site / name).exists():
+            (tmp_path / name).symlink_to(site / name)
+    (tmp_path / "faiss").mkdir()
+    (tmp_path / "faiss" / "_gpu_build.py").write_text("IS_GPU_BUILD = True\n")
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", "import sdm_tf.serving.index"],
+        env={"PYTHONPATH": str(tmp_path)},
+        cwd=str(pathlib.Path(I.__file__).parents[2]),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1 and "is broken" in out.stderr, out.stderr[-500:]

@@ -172,3 +172,6 @@ def test_dockerfile_installs_the_project():
     text = (K8S / "Dockerfile").read_text()
     assert "FROM python:3.11" in text and "pip install" in text
     assert "TF_USE_LEGACY_KERAS=1" in text
+    # One FAISS wheel per image, from the extras (removing faiss-cpu broke faiss-gpu's files).
+    assert "ARG EXTRA=cpu" in text and 'pip install --no-cache-dir ".[$EXTRA]"' in text
+    assert "uninstall" not in text

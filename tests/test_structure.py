@@ -2,6 +2,7 @@
 
 import ast
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -75,3 +76,25 @@ def test_no_line_over_100_characters():
     ]
     assert not long
 
+
+def test_every_install_gets_one_faiss_wheel_at_most():
+    # faiss-cpu and faiss-gpu write the same `faiss` package: together, the last one installed
+    # wins file by file, and uninstalling one deletes the other's files.
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    lit = {
+        t.id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name) and t.id in ("INSTALL_REQUIRES", "EXTRAS")
+    }
+
+    def faiss_of(reqs):
+        return {re.split(r"[<>=\[ ;]", r)[0] for r in reqs} & {"faiss-cpu", "faiss-gpu"}
+
+    assert not faiss_of(lit["INSTALL_REQUIRES"])
+    assert faiss_of(lit["EXTRAS"]["cpu"]) == {"faiss-cpu"}
+    assert faiss_of(lit["EXTRAS"]["gpu"]) == {"faiss-gpu"}
+    others = {name: faiss_of(reqs) for name, reqs in lit["EXTRAS"].items()}
+    assert not any(v for name, v in others.items() if name not in ("cpu", "gpu"))  # [gpu,test]
+    assert 'install -q -e ".[cpu,test]"' in (ROOT / "Makefile").read_text()

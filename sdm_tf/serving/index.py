@@ -23,8 +23,19 @@ import os
 import tempfile
 import time
 
-import faiss
 import numpy as np
+
+try:
+    import faiss
+except ImportError as e:  # setup.py's extras: exactly one of cpu (faiss-cpu) and gpu (faiss-gpu)
+    raise ImportError(
+        "sdm's item index needs FAISS: pip install 'sdm[cpu]', or 'sdm[gpu]' on CUDA hosts"
+    ) from e
+if not hasattr(faiss, "Index"):  # an empty `faiss` folder: what uninstalling one of two leaves
+    raise ImportError(
+        f"the FAISS install at {list(faiss.__path__)} is broken (faiss-cpu and faiss-gpu were "
+        "both installed and one removed?): pip install --force-reinstall faiss-cpu (or faiss-gpu)"
+    )
 
 KINDS = ("flat", "ivfpq", "hnsw")
 _CHUNK = 64 << 20  # bytes read at a time when loading
