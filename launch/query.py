@@ -5,10 +5,11 @@ the answer (a small client for the demo and for smoke checks).
 """
 
 import csv
+import http.client
 import json
 import time
+import urllib.parse
 
-import httpx
 from absl import flags
 
 from launch import common
@@ -23,18 +24,54 @@ K = flags.DEFINE_integer("top_n", 10, "items to ask for")
 WAIT = flags.DEFINE_float("wait", 120.0, "seconds to wait for /health")
 
 
+def _connect(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    """One keep-alive connection to the service (the standard library: no client to install),
+    and the URL's path prefix."""
+    parts = urllib.parse.urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    return kind(parts.hostname, parts.port, timeout=timeout), parts.path.rstrip("/")
+
+
+def _call(conn, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    conn.request(method, path, body=data, headers=headers)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
 def wait_healthy(url: str, seconds: float) -> dict:
     deadline = time.time() + seconds
     while True:
+        conn, prefix = _connect(url, 2)
         try:
-            r = httpx.get(f"{url}/health", timeout=2)
-            if r.status_code == 200:
-                return r.json()
-        except httpx.HTTPError:
+            status, data = _call(conn, "GET", f"{prefix}/health")
+            if status == 200:
+                return json.loads(data)
+        except (OSError, http.client.HTTPException):
             pass
+        finally:
+            conn.close()
         if time.time() > deadline:
             raise TimeoutError(f"{url} not healthy after {seconds} s")
         time.sleep(0.5)
+
+
+def retrieve(url: str, body: dict, repeats: int = 3) -> tuple[dict, list[float]]:
+    """The service's answer to `body`, sent `repeats` times on one connection (the first also
+    pays the tower's compilation): (the last answer, milliseconds per request)."""
+    conn, prefix = _connect(url, 30)
+    timings = []
+    try:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            status, data = _call(conn, "POST", f"{prefix}/v1/retrieve", body)
+            timings.append(round(1000 * (time.perf_counter() - t), 1))
+            if status != 200:
+                raise RuntimeError(f"{url}: HTTP {status}: {data[:500].decode(errors='replace')}")
+    finally:
+        conn.close()
+    return json.loads(data), timings
 
 
 def main(argv):
@@ -50,14 +87,7 @@ def main(argv):
                 break
     health = wait_healthy(URL.value, WAIT.value)
     body = {"user_id": user, "events": events[-LAST.value :], "k": K.value}
-    timings = []
-    with httpx.Client(timeout=30) as client:  # one connection: time the service, not TLS setup
-        for _ in range(3):  # the first request also pays the tower's compilation
-            t = time.perf_counter()
-            r = client.post(f"{URL.value}/v1/retrieve", json=body)
-            timings.append(round(1000 * (time.perf_counter() - t), 1))
-            r.raise_for_status()
-    answer = r.json()
+    answer, timings = retrieve(URL.value, body)
     print(json.dumps({"service": health, "user": user, "sent_events": len(body["events"]),
                       "latency_ms_first_then_warm": timings}))  # fmt: skip
     print(side_by_side(body["events"], answer))

@@ -313,3 +313,15 @@ def test_query_uses_the_session_rules(retriever):
     assert q["long"]["item"] == [ids[1], ids[0]]  # most recent first
     unsorted = retriever.query(serving.RetrieveRequest.model_validate({"events": evs[::-1]}))
     assert unsorted == q
+
+
+def test_the_query_client_gets_the_services_answer(base_url, retriever):
+    from launch import query
+
+    assert query.wait_healthy(base_url, 10)["status"] == "ok"
+    body = {"events": events(retriever), "k": 7}
+    answer, timings = query.retrieve(base_url, body, repeats=2)
+    assert answer == httpx.post(f"{base_url}/v1/retrieve", json=body).json()
+    assert len(timings) == 2 and min(timings) > 0
+    with pytest.raises(RuntimeError, match="HTTP 422"):
+        query.retrieve(base_url, {"events": [], "k": 0}, repeats=1)
