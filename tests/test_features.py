@@ -1,35 +1,13 @@
 """The feature spec, and the round trip: pipeline output read by the spec's parser."""
 
 import json
+import random
 
 import pytest
 import tensorflow as tf
 
 from sdm_tf.core import features as F
-
-SPEC = F.DatasetSpec(
-    item_features=("item", "leaf_category", "brand"),
-    profile_features=("age",),
-    vocab_sizes={"item": 10, "leaf_category": 5, "brand": 4, "age": 3},
-    next_n=2,
-)
-
-
-def _record():
-    return {
-        F.USER_ID: "u1",
-        F.LENGTH: 2,
-        "short_item": [2, 3],
-        "short_leaf_category": [2, 2],
-        "short_brand": [3, 1],
-        "long_item": [4],
-        "long_leaf_category": [],
-        "long_brand": [2],
-        "profile_age": 2,
-        F.LABEL: [3, 4],
-        F.LABEL_NEXT_N: [3, 4, 4, 0],
-        F.PRIOR: [5, 4],
-    }
+from tests.feature_case import SPEC, _record
 
 
 def test_dataset_spec_json_round_trip():
@@ -80,7 +58,7 @@ def test_encode_gives_the_same_bytes_in_every_process():
     import sys
 
     code = (
-        "from tests.test_features import SPEC, _record; from sdm_tf.core import features as F; "
+        "from tests.feature_case import SPEC, _record; from sdm_tf.core import features as F; "
         "print(F.FeatureSpec(SPEC).encode(_record()).hex())"
     )
     outs = {
@@ -153,3 +131,67 @@ def test_pipeline_output_matches_the_spec(preprocessed_dir, kind):
             assert ex[F.LABEL].numpy().min() >= F.NUM_RESERVED
     stats = json.loads((preprocessed_dir / "stats.json").read_text())
     assert n == stats[f"{kind}_examples"] > 0
+
+
+def _tf_example(feats: dict) -> bytes:
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    feature = {
+        k: (
+            feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=v))
+            if kind == "i"
+            else feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=v))
+        )
+        for k, (kind, v) in feats.items()
+    }
+    msg = example_pb2.Example(features=feature_pb2.Features(feature=feature))
+    return msg.SerializeToString(deterministic=True)
+
+
+def test_example_bytes_are_tensorflows():
+    from sdm_tf.core import example_proto as P
+
+    edges = {
+        "z_empty_ints": ("i", []),
+        "empty_bytes": ("b", []),
+        "an_empty_string": ("b", [b""]),
+        "ints": ("i", [0, 1, 127, 128, 16383, 16384, 2**35, -1, -(2**63), 2**63 - 1]),
+        "utf8": ("b", ["连衣裙-é".encode(), b"\x00\xff"]),
+        "long_value": ("b", [b"x" * 300]),  # a two-byte length
+        "ünïcode_key": ("i", [5]),
+        "A": ("i", [3]),
+    }
+    rng = random.Random(0)
+    cases = [edges, {"only": ("i", [7])}]
+    for _ in range(200):
+        cases.append({
+            "".join(rng.choices("abc_", k=rng.randint(1, 6))): (
+                ("i", [rng.randint(-(2**63), 2**63 - 1) for _ in range(rng.randint(0, 40))])
+                if rng.random() < 0.5
+                else ("b", [rng.randbytes(rng.randint(0, 200)) for _ in range(rng.randint(0, 5))])
+            )
+            for _ in range(rng.randint(1, 12))
+        })  # fmt: skip
+    for feats in cases:
+        ours = P.example(
+            {
+                k: P.int64_feature(v) if kind == "i" else P.bytes_feature(v)
+                for k, (kind, v) in feats.items()
+            }
+        )
+        assert ours == _tf_example(feats), feats
+    with pytest.raises(ValueError, match="outside int64"):
+        P.int64_feature([2**63])
+
+
+def test_encoding_loads_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tests.feature_case import SPEC, _record; "
+        "from sdm_tf.core import features as F; F.FeatureSpec(SPEC).encode(_record()); "
+        "print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -40,6 +40,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sdm_tf.core import example_proto as P
+
 PAD_ID = 0
 OOV_ID = 1
 NUM_RESERVED = 2
@@ -273,25 +275,18 @@ class FeatureSpec:
                 raise ValueError(f"{PRIOR} longer than {self.dataset.prior_size}")
 
     def encode(self, record: Mapping[str, Any], kind: str = TRAIN) -> bytes:
-        """Serializes one record (python ints / strings / lists) to a tf.train.Example."""
-        from tensorflow.core.example import example_pb2, feature_pb2
-
+        """Serializes one record (python ints / strings / lists) to a tf.train.Example: the bytes
+        TensorFlow's deterministic serialization gives (sorted keys, the same in every process),
+        written by `example_proto` so that the pipeline's workers never load TensorFlow."""
         self.validate_record(record, kind)
         feature = {}
         for f in self.features(kind).values():
             value = record[f.name]
             values: Sequence[Any] = [value] if f.is_scalar else value
             if f.dtype == "int64":
-                feature[f.name] = feature_pb2.Feature(
-                    int64_list=feature_pb2.Int64List(value=[int(v) for v in values])
-                )
+                feature[f.name] = P.int64_feature(values)
             else:
-                feature[f.name] = feature_pb2.Feature(
-                    bytes_list=feature_pb2.BytesList(
-                        value=[v.encode("utf-8") if isinstance(v, str) else v for v in values]
-                    )
+                feature[f.name] = P.bytes_feature(
+                    v.encode("utf-8") if isinstance(v, str) else v for v in values
                 )
-        example = example_pb2.Example(features=feature_pb2.Features(feature=feature))
-        # Sorted map keys: the same record gives the same bytes in every process (the map order
-        # otherwise follows the process's hash seed), so outputs are reproducible byte for byte.
-        return example.SerializeToString(deterministic=True)
+        return P.example(feature)
