@@ -176,7 +176,7 @@ def test_oversized_chunked_bodies_are_refused_without_reading_them_whole(retriev
         (None, "hnsw", 1, 4),  # FAISS has no GPU HNSW
     ],
 )
-def test_cpu_searches_run_concurrently(
+def test_only_gpu_index_searches_are_serialised(
     retriever, monkeypatch, serialize, kind, gpus, peak_expected
 ):
     inside, peak, lock = [0], [0], threading.Lock()

@@ -276,8 +276,9 @@ class FeatureSpec:
 
     def encode(self, record: Mapping[str, Any], kind: str = TRAIN) -> bytes:
         """Serializes one record (python ints / strings / lists) to a tf.train.Example: the bytes
-        TensorFlow's deterministic serialization gives (sorted keys, the same in every process),
-        written by `example_proto` so that the pipeline's workers never load TensorFlow."""
+        TensorFlow's deterministic serialization gives (its map-key order, the same in every
+        process), written by `example_proto` so that the pipeline's workers never load
+        TensorFlow."""
         self.validate_record(record, kind)
         feature = {}
         for f in self.features(kind).values():
