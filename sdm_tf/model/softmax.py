@@ -3,10 +3,11 @@
 The loss is log Σ_c exp(z_c) − mean_j z_{label_j} for z = u·Vᵀ + b. Written as TensorFlow ops
 (matmul, `sparse_softmax_cross_entropy_with_logits`, autodiff) it is the same numbers, but the
 fused cross-entropy kernel and the bias gradient take several passes over the [M, C] logits on
-one thread each. Here the forward keeps exp(z − max) once, and the backward scales it once and
-feeds it to the two matmuls: on Beauty's shapes (590 positions × 12,092 items, d = 128) the loss
-and its gradients took 62–65 ms against 111–117 on one thread and 38 against 63 on two, with
-the same losses and gradients to 1e-8 (docs/performance.md; a test checks them by hand).
+one thread each. Here the forward keeps exp(z − max) once, and the backward feeds it to the two
+matmuls as it is and scales their [M, d] and [C] results: on Beauty's shapes (590 positions ×
+12,092 items, d = 128) the loss and its gradients took 62–65 ms against 111–117 on one thread
+and 38 against 63 on two, with the same losses and gradients to 1e-8; scaling the results
+instead of e took them to 53 and 36 ms (docs/performance.md; a test checks them by hand).
 
 `compute_dtype=tf.bfloat16` runs the three [M, C]-sized matmuls on bfloat16 inputs (AMX on
 recent Xeons, tensor cores on GPUs); the exponentials, the sums and the label's logit stay
@@ -82,18 +83,22 @@ def exact_softmax_cross_entropy(
 
         def grad(dy: tf.Tensor):
             with tf.name_scope("full_softmax_grad"):  # profiles charge these to the loss
-                p = e * (dy / s)[:, tf.newaxis]  # dy · softmax, [M, C]
-                p_c = tf.cast(p, compute_dtype)
-                du = tf.cast(tf.matmul(p_c, v_c), dtype) - dy[:, tf.newaxis] * v_label
+                # dy · softmax is diag(w) · e with w = dy / s: the row scale goes on the small
+                # operands and results ([M, d], [C]) instead of a pass over the [M, C] e.
+                w = dy / s
+                e_c = tf.cast(e, compute_dtype)
+                du = w[:, tf.newaxis] * tf.cast(tf.matmul(e_c, v_c), dtype)
+                du -= dy[:, tf.newaxis] * v_label
+                uw = tf.cast(u * w[:, tf.newaxis], compute_dtype)
                 # Each label's row of V gets −dy/n · u; duplicates add up, as the weights do.
                 weight = tf.repeat(dy / num_labels, n)  # [M·n], one per label
                 flat = tf.reshape(labels, [-1, 1])
                 dv = tf.tensor_scatter_nd_add(
-                    tf.cast(tf.matmul(p_c, u_c, transpose_a=True), dtype),
+                    tf.cast(tf.matmul(e_c, uw, transpose_a=True), dtype),
                     flat,
                     -weight[:, tf.newaxis] * tf.repeat(u, n, axis=0),
                 )
-                db = tf.reduce_sum(p, axis=0) - tf.math.unsorted_segment_sum(
+                db = tf.linalg.matvec(e, w, transpose_a=True) - tf.math.unsorted_segment_sum(
                     weight, flat[:, 0], tf.shape(b)[0]
                 )
                 return du, dv, db
