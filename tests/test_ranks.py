@@ -59,8 +59,11 @@ def test_same_numbers_as_the_ranked_lists():
         R.rule_metrics(model.item_table, model.output_bias, vecs, q, (20,))
 
 
-def test_ranked_blocks_against_numpy():
-    """The shared top-k by hand: blocks, ties to the lower class, left-out cells, early ends."""
+@pytest.mark.parametrize("max_extra", [R.MAX_EXTRA, 0])  # one deeper top_k, or a second one
+def test_ranked_blocks_against_numpy(max_extra, monkeypatch):
+    """The shared top-k by hand: blocks, ties to the lower class, left-out cells (one given
+    twice), early ends."""
+    monkeypatch.setattr(R, "MAX_EXTRA", max_extra)
     rng = np.random.default_rng(5)
     items, dim, users, k = 30, 3, 50, 8
     table = rng.normal(size=[items, dim]).astype(np.float32)
@@ -74,7 +77,8 @@ def test_ranked_blocks_against_numpy():
     seen[20] = set()
 
     def left_out(start, stop):
-        return [(u - start, c) for u in range(start, stop) for c in sorted(seen[u])]
+        cells = [(u - start, c) for u in range(start, stop) for c in sorted(seen[u])]
+        return cells + cells[:1]
 
     blocks = list(
         R.ranked_blocks(tf.constant(table), tf.constant(bias), vecs, k, left_out, True, 16)
@@ -92,3 +96,5 @@ def test_ranked_blocks_against_numpy():
     assert list(excluded[1]) == [*order[1][np.isin(order[1], [27, 28, 29])], R.END, R.END, R.END,
                                  R.END, R.END]  # fmt: skip
     assert [b[3] for b in R.ranked_blocks(table, bias, vecs, k, None, False, 64)] == [None]
+    with pytest.raises(ValueError, match="lists of 31 items from a catalogue of 30"):
+        next(R.ranked_blocks(table, bias, vecs, items + 1, None))

@@ -34,6 +34,9 @@ MODEL_RULES = RULES[:2]
 BEST_DIR = "best"
 DROP_DIR = "drop"  # the weights and optimizer state the decayed phase started from
 STATE_FILE = "validation.json"
+# Users per tower call in a validation pass: Beauty's 22,363 took 1.45 s in batches of 2,048
+# against 1.84 s in 512s (fewer calls; the tower is inference only, its memory is small).
+BATCH = 2048
 
 
 class ValidationSet:
@@ -41,7 +44,7 @@ class ValidationSet:
     (`ranks.Queries`); an epoch only runs the tower and ranks."""
 
     def __init__(self, model, data_dir: str, k: int):
-        self.batches = list(predict.eval_batches(data_dir, model.dataset))
+        self.batches = list(predict.eval_batches(data_dir, model.dataset, BATCH))
         _, truth, history = predict.example_ids(self.batches)  # no tower pass: ids only
         self.queries = R.Queries.build(load_item_vocab(data_dir), truth, history, k)
 
