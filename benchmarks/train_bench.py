@@ -4,7 +4,10 @@
         [--data_dir PREPROCESSED] [--override model.dim=32 ...] [--threads 1]
 
 Times `fit` over --steps steps after a warm-up (tracing and the first batches excluded), on
---data_dir (any preprocessed data) or on generated synthetic data. Batches come from the real
+--data_dir (any preprocessed data) or on generated synthetic data. --steps 0: one epoch, the
+pass a training run makes. The first steps of a pass lean to short sessions (length buckets
+of short sessions fill first), so a few steps read fast: on Beauty 100 steps took 98–104 ms a
+step where a whole epoch took 115.5 (docs/performance.md). Batches come from the real
 input pipeline (gzip TFRecords, parsing, length bucketing), so input cost is included.
 Training pairs/s counts (history -> next item) targets: positions with a label.
 --threads N pins TensorFlow's intra- and inter-op pools to N threads (1: a per-core figure).
@@ -50,7 +53,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--data_dir", default="", help="preprocessed data (default: synthetic)")
     ap.add_argument("--override", action="append", default=[], help="section.field=value")
     ap.add_argument("--threads", type=int, default=0, help="TF threads (0: TensorFlow's default)")
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=60, help="0: one epoch")
     ap.add_argument("--num_events", type=int, default=300_000)
     ap.add_argument("--workdir", default="")
     ap.add_argument(
@@ -79,6 +82,7 @@ def main(argv=None) -> dict:
         )
     # The data-decided settings ("auto") as a training run on this data resolves them.
     cfg = C.resolve_auto(C.get_config(a.preset, a.variant, a.override), training.load_stats(data))
+    a.steps = a.steps or training.steps_per_epoch(data, cfg)
     spec = training.load_dataset_spec(data)
     training.seed_everything(cfg)  # as a training run does (train.deterministic included)
     model = training.build_model(spec, cfg)
