@@ -98,7 +98,7 @@ def _scores(vecs: tf.Tensor, table: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
 def _without(top: np.ndarray, cells: np.ndarray, num_classes: int, k: int) -> np.ndarray:
     """The first `k` classes of each row of `top` [b, K] that are not among its `cells`
     [(row, class)], in order; END where fewer are left."""
-    keys = cells[:, 0].astype(np.int64) * num_classes + cells[:, 1]
+    keys = cells[:, 0] * num_classes + cells[:, 1]  # int64, as `ranked_blocks` made them
     rows = np.arange(len(top), dtype=np.int64)[:, np.newaxis]
     out = np.isin(rows * num_classes + top, keys)  # [b, K]: left out
     order = np.argsort(out, axis=1, kind="stable")[:, :k]  # the kept cells first, in order
@@ -137,8 +137,7 @@ def ranked_blocks(
         widest = int(np.bincount(cells[:, 0]).max()) if len(cells) else 0
         if widest <= MAX_EXTRA:  # one top_k of k + widest, the left-out cells dropped after
             top = tf.math.top_k(scores, min(num_classes, k + widest))[1].numpy()
-            excluded = _without(top, cells, num_classes, k) if len(cells) else top[:, :k]
-            yield start, stop, top[:, :k] if kept else None, excluded
+            yield start, stop, top[:, :k] if kept else None, _without(top, cells, num_classes, k)
             continue
         kept_top = tf.math.top_k(scores, k)[1].numpy() if kept else None
         scores = tf.tensor_scatter_nd_update(
