@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
-from sdm_tf.model import masks, softmax
+from sdm_tf.model import masks
 from sdm_tf.model.masks import input_classes, left_out, prior_mask, prior_pairs
 from sdm_tf.model.sdm import SDM, UserTower
 from sdm_tf.model.softmax import exact_softmax_cross_entropy
@@ -440,34 +440,3 @@ def test_exact_softmax_in_bfloat16_pads_and_slices_back():
     for got, expected in zip(grads, want[1:]):
         assert got.shape == expected.shape
         np.testing.assert_allclose(got.numpy(), expected, atol=0.03)
-
-
-@pytest.mark.parametrize("k, size", [(0, 256), (3, 256), (256, 256), (257, 512), (1000, 1024)])
-def test_left_out_pairs_pad_to_a_power_of_two_in_a_padding_row(k, size):
-    """Few shapes for XLA to compile: K pairs become the next power of two ≥ 256, the extra
-    ones (row 69, class 0) in the padding row given."""
-    pairs = tf.constant(np.arange(2 * k).reshape(k, 2), tf.int64) if k else None
-    got = softmax._pad_pairs(pairs, tf.constant(69)).numpy()
-    assert got.shape == (size, 2)
-    np.testing.assert_array_equal(got[:k], np.arange(2 * k).reshape(k, 2))
-    np.testing.assert_array_equal(got[k:], np.tile([[69, 0]], [size - k, 1]))
-
-
-def test_exact_softmax_is_the_same_for_every_row_count_around_the_padding():
-    """Rows are padded to 64 (at least one padding row) for the compiled [M, C] part: 63, 64
-    and 65 rows give each row the loss it has alone, and the padding adds no gradient."""
-    rng = np.random.default_rng(1)
-    v, b = rng.normal(size=[6, 3]).astype(np.float32), rng.normal(size=[6]).astype(np.float32)
-    for rows in (63, 64, 65):
-        u = rng.normal(size=[rows, 3]).astype(np.float32)
-        labels = rng.integers(0, 6, [rows, 1])
-        masked = [[0, (labels[0, 0] + 1) % 6], [rows - 1, (labels[-1, 0] + 2) % 6]]
-        left = [set() for _ in range(rows)]
-        left[0].add(masked[0][1])
-        left[rows - 1].add(masked[1][1])
-        dy = np.ones(rows, np.float32)
-        losses, grads = _exact_softmax(u, v, b, labels, tf.constant(masked, tf.int64), None, dy)
-        want = _softmax_by_hand(u, v, b, labels, left, dy)
-        np.testing.assert_allclose(losses.numpy(), want[0], rtol=1e-5)
-        for got, expected in zip(grads, want[1:]):
-            np.testing.assert_allclose(got.numpy(), expected, atol=1e-4)

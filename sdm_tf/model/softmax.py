@@ -9,11 +9,6 @@ matmuls as it is and scales their [M, d] and [C] results: on Beauty's shapes (59
 and 38 against 63 on two, with the same losses and gradients to 1e-8; scaling the results
 instead of e took them to 53 and 36 ms (docs/performance.md; a test checks them by hand).
 
-Between the matmuls, the bias, the left-out cells, the row maxima, the exponentials and their
-sums are one XLA-compiled function (`_normalise`): one pass over the [M, C] logits instead of
-five TensorFlow ops that each read and write all of them. XLA compiles it once per shape, so
-the rows are padded to a multiple of `ROW_MULTIPLE` and the left-out pairs to a power of two.
-
 `compute_dtype=tf.bfloat16` runs the three [M, C]-sized matmuls on bfloat16 inputs (AMX on
 recent Xeons, tensor cores on GPUs); the exponentials, the sums and the label's logit stay
 float32.
@@ -22,56 +17,11 @@ float32.
 from __future__ import annotations
 
 import tensorflow as tf
-from tf_keras.src.utils import tf_utils
 
 LEFT_OUT = -1e9  # a logit whose exponential underflows to exactly 0 next to any real one
-# The [M, C] part runs in shapes padded to these: XLA compiles once per shape (and oneDNN builds
-# its AMX kernels once per shape for bfloat16), while M and K change from batch to batch.
+# Rows are padded to a multiple of this for bfloat16: oneDNN builds its AMX kernels for each
+# shape it meets, and the number of positions M differs from batch to batch.
 ROW_MULTIPLE = 64
-MIN_PAIRS = 256  # left-out pairs are padded to a power of two, at least this many
-
-
-def _normalise(
-    logits: tf.Tensor,
-    bias: tf.Tensor,
-    masked: tf.Tensor,
-    cells: tf.Tensor | None,
-    compute_dtype: tf.DType,
-) -> tuple[tf.Tensor, ...]:
-    """z = `logits` [M, C] + `bias` [C] with the `masked` pairs [K, 2] and the `cells` [M, C]
-    at LEFT_OUT -> (e = exp(z − max z) [M, C], its row sums [M], the row maxima [M, 1], and, where
-    `compute_dtype` is not float32, e in it for the backward matmuls)."""
-    z = logits + bias
-    z = tf.tensor_scatter_nd_update(z, masked, tf.fill(tf.shape(masked)[:1], LEFT_OUT))
-    if cells is not None:
-        z = tf.where(cells, tf.constant(LEFT_OUT, z.dtype), z)
-    top = tf.reduce_max(z, axis=1, keepdims=True)
-    e = tf.exp(z - top)
-    low = (tf.cast(e, compute_dtype),) if compute_dtype != e.dtype else ()
-    return (e, tf.reduce_sum(e, axis=1), top) + low
-
-
-# One compiled function per (cells or None, compute_dtype); XLA compiles it per shape. Where
-# XLA is missing (tf_keras's rule: Apple silicon, pluggable devices) the ops run as they are.
-_fused_normalise = (
-    tf.function(_normalise, jit_compile=True, reduce_retracing=True)
-    if tf_utils.can_jit_compile()
-    else _normalise
-)
-
-
-def _pad_pairs(masked: tf.Tensor | None, filler_row: tf.Tensor) -> tf.Tensor:
-    """`masked` [K, 2] with (filler_row, 0) pairs added up to a power of two ≥ MIN_PAIRS: few
-    shapes to compile. The filler row is a padding row, whose loss is dropped."""
-    masked = tf.zeros([0, 2], tf.int64) if masked is None else tf.cast(masked, tf.int64)
-    k = tf.shape(masked, out_type=tf.int64)[0]
-    log2 = tf.math.log(tf.cast(tf.maximum(k, 1), tf.float64)) / tf.math.log(
-        tf.constant(2.0, tf.float64)
-    )
-    size = tf.bitwise.left_shift(tf.constant(1, tf.int64), tf.cast(tf.math.ceil(log2), tf.int64))
-    size = tf.maximum(tf.where(size < k, size * 2, size), MIN_PAIRS)  # the log's rounding
-    filler = tf.stack([tf.cast(filler_row, tf.int64), tf.constant(0, tf.int64)])
-    return tf.concat([masked, tf.tile(filler[tf.newaxis], [size - k, 1])], axis=0)
 
 
 def exact_softmax_cross_entropy(
@@ -95,30 +45,38 @@ def exact_softmax_cross_entropy(
     n = tf.shape(labels)[1]
     num_labels = tf.cast(n, vectors.dtype)
     dtype = vectors.dtype
+    low = compute_dtype != dtype
     rows = tf.shape(vectors)[0]
-    # At least one padding row, for `_pad_pairs`' filler. Padded rows have u = 0 and label 0;
-    # their losses are sliced off below, so their dy is 0 and they add nothing to any gradient.
-    extra = ROW_MULTIPLE - rows % ROW_MULTIPLE
-    vectors = tf.pad(vectors, [[0, extra], [0, 0]])
-    labels = tf.pad(labels, [[0, extra], [0, 0]])
-    masked = _pad_pairs(masked, rows + extra - 1)
-    if cells is not None:
-        cells = tf.pad(cells, [[0, extra * tf.minimum(tf.shape(cells)[0], 1)], [0, 0]])
+    if low:
+        # Padded rows have u = 0 and label 0; their losses are sliced off below, so their
+        # dy is 0 and they add nothing to any gradient.
+        extra = (ROW_MULTIPLE - rows % ROW_MULTIPLE) % ROW_MULTIPLE
+        vectors = tf.pad(vectors, [[0, extra], [0, 0]])
+        labels = tf.pad(labels, [[0, extra], [0, 0]])
+        if cells is not None:
+            cells = tf.pad(cells, [[0, extra * tf.minimum(tf.shape(cells)[0], 1)], [0, 0]])
 
     @tf.custom_gradient
     def loss(u: tf.Tensor, v: tf.Tensor, b: tf.Tensor):
-        u_c, v_c = tf.cast(u, compute_dtype), tf.cast(v, compute_dtype)
-        logits = tf.cast(tf.matmul(u_c, v_c, transpose_b=True), dtype)  # [M, C]
-        if cells is None:
-            parts = _fused_normalise(logits, b, masked, None, compute_dtype)
-        else:  # 0 rows: none left out in this batch (`masks.left_out`)
-            parts = tf.cond(
+        if low:
+            u_c, v_c = tf.cast(u, compute_dtype), tf.cast(v, compute_dtype)
+            logits = tf.cast(tf.matmul(u_c, v_c, transpose_b=True), dtype)
+        else:
+            u_c, v_c = u, v
+            logits = tf.matmul(u, v, transpose_b=True)
+        logits = tf.nn.bias_add(logits, b)  # [M, C]
+        if masked is not None:
+            fill = tf.fill(tf.shape(masked)[:1], tf.constant(LEFT_OUT, logits.dtype))
+            logits = tf.tensor_scatter_nd_update(logits, masked, fill)
+        if cells is not None:  # 0 rows: none left out in this batch (`masks.left_out`)
+            logits = tf.cond(
                 tf.shape(cells)[0] > 0,
-                lambda: _fused_normalise(logits, b, masked, cells, compute_dtype),
-                lambda: _fused_normalise(logits, b, masked, None, compute_dtype),
+                lambda: tf.where(cells, tf.constant(LEFT_OUT, logits.dtype), logits),
+                lambda: logits,
             )
-        e, s, top = parts[:3]
-        e_c = parts[3] if len(parts) > 3 else e
+        top = tf.reduce_max(logits, axis=1, keepdims=True)
+        e = tf.exp(logits - top)  # kept for the backward pass: the softmax up to 1 / s
+        s = tf.reduce_sum(e, axis=1)
         v_label = tf.reduce_mean(tf.gather(v, labels), axis=1)  # [M, d]
         z_label = tf.reduce_sum(u * v_label, -1) + tf.reduce_mean(tf.gather(b, labels), axis=1)
         out = tf.math.log(s) + top[:, 0] - z_label
@@ -128,6 +86,7 @@ def exact_softmax_cross_entropy(
                 # dy · softmax is diag(w) · e with w = dy / s: the row scale goes on the small
                 # operands and results ([M, d], [C]) instead of a pass over the [M, C] e.
                 w = dy / s
+                e_c = tf.cast(e, compute_dtype)
                 du = w[:, tf.newaxis] * tf.cast(tf.matmul(e_c, v_c), dtype)
                 du -= dy[:, tf.newaxis] * v_label
                 uw = tf.cast(u * w[:, tf.newaxis], compute_dtype)
@@ -148,4 +107,4 @@ def exact_softmax_cross_entropy(
 
     # Variables are read here, outside the custom gradient, so theirs flows through the read.
     out = loss(vectors, tf.convert_to_tensor(table), tf.convert_to_tensor(bias))
-    return out[:rows]
+    return out[:rows] if low else out
