@@ -15,7 +15,6 @@ import time
 
 import tensorflow as tf
 from absl import logging
-from tf_keras.src.utils import tf_utils
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
@@ -52,14 +51,7 @@ def build_model(spec: F.DatasetSpec, cfg: C.ExperimentConfig) -> SDM:
     # Decoupled weight decay (AdamW) on every variable when asked for; Adam otherwise.
     opt = tf.keras.optimizers.AdamW if t.weight_decay else tf.keras.optimizers.Adam
     wd = dict(weight_decay=t.weight_decay, jit_compile=False) if t.weight_decay else {}
-    optimizer = opt(learning_rate=t.learning_rate, global_clipnorm=t.clipnorm, **wd)
-    ps = isinstance(tf.distribute.get_strategy(), tf.distribute.ParameterServerStrategy)
-    if not t.weight_decay and not ps:
-        # tf_keras compiles the update step only where there is a GPU; on CPUs it halves its
-        # time too (Adam's ~9 passes over each table become one; docs/performance.md). Not
-        # under PS: a compiled update cannot read the step counter on another PS task.
-        optimizer.jit_compile = tf_utils.can_jit_compile()
-    model.compile(optimizer=optimizer)
+    model.compile(optimizer=opt(learning_rate=t.learning_rate, global_clipnorm=t.clipnorm, **wd))
     return model
 
 
