@@ -4,8 +4,7 @@
 trace: every TensorFlow op that ran on the host ("name:Type" events) is charged to the block
 its name belongs to (the Keras layer scopes: `user_tower/lstm`, `self_attention`, ...); the
 executor's own spans ("KernelAndDeviceFunc::Run") and the function and loop ops that only
-contain other ops are left out, so the blocks add up to the op time of the steps. XLA's
-executions have no op name; they form a block of their own.
+contain other ops are left out, so the blocks add up to the op time of the steps.
 """
 
 from __future__ import annotations
@@ -14,12 +13,9 @@ import collections
 import glob
 import os
 
-XLA_RUN = "CpuExecutable::ExecuteAsyncOnStream"
 # (block, substrings of the op name), first match wins. The LSTM is a while loop: its ops and
 # their gradients are named "while..." (the attention has no loop).
 BLOCKS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # XLA's executions carry no op name: the exact softmax's [M, C] pass and Adam's updates.
-    ("XLA-compiled (softmax exponentials, Adam)", (XLA_RUN,)),
     ("LSTM", ("/lstm/", "while", "TensorList", "TensorArray")),
     ("self-attention", ("self_attention",)),
     ("user attention, long-term, fusion", ("user_attention", "long_term", "fusion", "gate")),
@@ -55,9 +51,6 @@ def op_times(xplane_path: str) -> collections.Counter:
         for line in plane.lines:
             for ev in line.events:
                 name = names.get(ev.metadata_id, "")
-                if name == XLA_RUN:
-                    times[f"{XLA_RUN}:XlaRun"] += ev.duration_ps
-                    continue
                 if ":" not in name or "::" in name or name.startswith("EagerLocalExecute"):
                     continue
                 if name.rsplit(":", 1)[1] in CONTAINERS:
