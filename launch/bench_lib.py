@@ -22,9 +22,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
+from sdm_tf.core import sessions as S
 from sdm_tf.train import evaluation as E
 from sdm_tf.train import predict, training
 from sdm_tf.train import validation as V
@@ -48,6 +50,31 @@ def read_events(path: str) -> dict[str, list[str]]:
         for row in csv.DictReader(f):
             out.setdefault(row["user_id"], []).append(row["item_id"])
     return out
+
+
+class _Row(NamedTuple):
+    item: str
+    timestamp: int
+
+
+def validation_train_events(path: str, protocol: str) -> dict[str, list[str]]:
+    """user -> the items of events_train.csv (`path`) that the validation run trained on, in
+    time order: each user's events less what the pipeline's split of the same protocol holds
+    out for validation (`sessions.split_loo`; `split_time` from the start of the log's last
+    day). For baselines that must see what that run's model saw. Exact duplicate events stay,
+    as in the reference item-CF (the pipeline drops them)."""
+    rows: dict[str, list[_Row]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows.setdefault(row["user_id"], []).append(_Row(row["item_id"], int(row["timestamp"])))
+    for user_rows in rows.values():
+        user_rows.sort(key=lambda r: r.timestamp)  # stable: ties keep the file's order
+    if protocol == "time":
+        start = S.day_start(max(r.timestamp for user_rows in rows.values() for r in user_rows))
+        kept = {u: S.split_time(rs, start)[0] for u, rs in rows.items()}
+    else:
+        kept = {u: S.split_loo(rs)[0] for u, rs in rows.items()}
+    return {u: [r.item for r in rs] for u, rs in kept.items() if rs}
 
 
 def preprocess_split(split: str, data_dir: str, extra_args: Sequence[str] = ()) -> dict:
@@ -145,7 +172,7 @@ def run(
       at the rate, then the decayed epochs validation needed; "refit" where the drop never won),
       or "none": no final fit, validation's best checkpoint ranks the test split (the protocol
       of published leave-one-out tables: a cheaper run, a model that never had the validation
-      targets as labels).
+      targets as labels; popularity and item-CF then count the same training events).
     """
     if final_fit not in FINAL_FITS:
         raise ValueError(f"final_fit must be one of {FINAL_FITS}, not {final_fit!r}")
@@ -212,7 +239,12 @@ def run(
     systems = {"SDM": predictions}
     t3 = time.perf_counter()
     if baselines:  # the same rule for every system
-        train_events = read_events(os.path.join(split, "events_train.csv"))
+        events_path = os.path.join(split, "events_train.csv")
+        if final_fit == "none":  # the model never had the validation targets: nor do these
+            protocol = split_info.get("protocol", "loo")
+            train_events = validation_train_events(events_path, protocol)
+        else:
+            train_events = read_events(events_path)
         popular = B.popularity(train_events)
         systems["popularity"] = under_rule(
             B.popularity_predictions(popular, queries, truth, k, exclude)
@@ -252,6 +284,8 @@ def run(
         | {"session_gap_auto": stats.get("session_gap_auto")},
         "exclude_seen": {r: flag for flag, r in RULE_OF.items()}[rule],
         "history_rule": rule,
+        # The training events the baselines counted: all, or the validation run's (no final fit).
+        "baseline_events": "validation" if final_fit == "none" else "all",
         "validation": validation,
         "chosen_epoch": validation.get("best_epoch"),
         "fit_schedule": schedule,

@@ -20,7 +20,9 @@ The split is preprocessed once, and a configuration that appears in several tabl
 one per core, as memory allows). Writes O/table<N>.md (with the command that made it) and
 each run's bench_summary.json under O/runs/; a run that fails is shown as failed, never as a
 number. Resumable: finished cells are read, not run again. `--final_fit none` ranks the test
-split with validation's checkpoint in every cell (no final fit; O/runs_none/, O/table<N>_none.md).
+split with validation's checkpoint in every cell (no final fit; O/runs_none/, O/table<N>_none.md),
+and the baselines count the same training events as those checkpoints (without the validation
+targets), so every system of the table sees the same data.
 """
 
 import concurrent.futures
@@ -95,7 +97,11 @@ def markdown(
     cols = [f"{m}@{k}" for k in KS for m in METRICS]
     lines = [f"### Table {table}", "", f"`{command}`", ""]
     if final_fit == "none":
-        lines += ["No final fit: validation's best checkpoint ranks the test split.", ""]
+        lines += [
+            "No final fit: validation's best checkpoint ranks the test split; popularity and"
+            " item-CF count the same training events (without the validation targets).",
+            "",
+        ]
     elif final_fit != "refit":
         lines += [f"Final fit: {final_fit} (`launch.bench_split --final_fit`).", ""]
     lines.append("| model | seeds | " + " | ".join(cols) + " | chosen epochs | wall s |")

@@ -53,6 +53,7 @@ def test_bench_split_end_to_end(tmp_path):
         )
     assert (out / "itemcf.jsonl").read_text() == ref
     assert set(summary["systems"]) == {"SDM", "popularity", "item-CF"}
+    assert summary["baseline_events"] == "all"
     # score.py's numbers and ours agree.
     for system in summary["systems"].values():
         for key in ("HitRate@50", "Recall@20", "NDCG@100"):
@@ -68,11 +69,33 @@ def test_without_a_final_fit_validations_checkpoint_ranks_the_test_split(tmp_pat
     out = tmp_path / "out"
     summary = bench_split.run(
         str(split), str(out), cfg, preprocess_args=["--direct_running_mode=in_memory"],
-        final_fit="none", baselines=False,
+        final_fit="none",
     )  # fmt: skip
-    assert summary["chosen_epoch"] in (1, 2)
+    assert summary["chosen_epoch"] in (1, 2) and summary["baseline_events"] == "validation"
     assert summary["final_fit_run"] is None and summary["final_fit"] is None
     assert not (out / "model_final").exists() and (out / "predictions.jsonl").exists()
+
+
+def test_baselines_without_a_final_fit_count_the_validation_runs_events(tmp_path):
+    """What the pipeline holds out for validation, the baselines do not count either."""
+    path = tmp_path / "events_train.csv"
+    day = 86_400
+    rows = [  # user, item, timestamp; u1 out of time order in the file
+        ("u1", "a", 10), ("u1", "c", 30), ("u1", "b", 20),
+        ("u2", "a", 5), ("u2", "d", 2 * day + 7),
+        ("u3", "x", 1), ("u3", "y", 2),
+        ("u4", "b", 100), ("u4", "e", 2 * day + 1), ("u4", "f", 2 * day + 2),
+    ]  # fmt: skip
+    path.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows))
+    # Leave-one-out: the last event of every user with 3 or more; u3 (2 events) keeps both.
+    assert bench_split.validation_train_events(str(path), "loo") == {
+        "u1": ["a", "b"], "u2": ["a", "d"], "u3": ["x", "y"], "u4": ["b", "e"],
+    }  # fmt: skip
+    # Time: the log's last day starts at 2 * day; nothing of it is trained on (u2 has one event
+    # that day, too few to validate on, and it is still not a training event).
+    assert bench_split.validation_train_events(str(path), "time") == {
+        "u1": ["a", "b", "c"], "u2": ["a"], "u3": ["x", "y"], "u4": ["b"],
+    }  # fmt: skip
 
 
 def test_final_fit_plans_by_hand():
