@@ -46,9 +46,9 @@ FINAL_FIT = flags.DEFINE_enum(
     "best weights and optimizer state at the decayed rate for --continue_epochs; or (warm) "
     "start from where validation's rate dropped: --continue_epochs at the rate, then the "
     "decayed epochs (refit where the rate never dropped); or none: validation's best "
-    "checkpoint ranks the test split (a third less time on Beauty; lower scores, for comparing "
-    "learned models with each other). launch.experiments keeps each kind's cells in its own "
-    "folder (runs/ for refit, runs_KIND/ otherwise)",
+    "checkpoint ranks the test split and popularity and item-CF count the same training "
+    "events (a third less time on Beauty; lower scores for every system). launch.experiments "
+    "keeps each kind's cells in its own folder (runs/ for refit, runs_KIND/ otherwise)",
 )  # fmt: skip
 
 
