@@ -19,10 +19,11 @@ The split is preprocessed once, and a configuration that appears in several tabl
 `--jobs N` runs N cells at a time, each in its own process with its share of the cores (default:
 one per core, as memory allows). Writes O/table<N>.md (with the command that made it) and
 each run's bench_summary.json under O/runs/; a run that fails is shown as failed, never as a
-number. Resumable: finished cells are read, not run again. `--final_fit none` ranks the test
-split with validation's checkpoint in every cell (no final fit; O/runs_none/, O/table<N>_none.md),
-and the baselines count the same training events as those checkpoints (without the validation
-targets), so every system of the table sees the same data.
+number. Resumable: finished cells are read, not run again. Stopped (Ctrl-C, SIGTERM), it stops
+its cells; killed outright, each cell's process ends itself within a second. `--final_fit none`
+ranks the test split with validation's checkpoint in every cell (no final fit; O/runs_none/,
+O/table<N>_none.md), and the baselines count the same training events as those checkpoints
+(without the validation targets), so every system of the table sees the same data.
 """
 
 import concurrent.futures
@@ -32,8 +33,11 @@ import json
 import multiprocessing
 import os
 import shlex
+import signal
 import statistics
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Sequence
 
@@ -198,12 +202,65 @@ def plan(out: str, tables: Sequence[str], seeds: int, final_fit: str = "refit") 
     return cells
 
 
-def _pin_threads(threads: int) -> None:
-    """A pool worker's TensorFlow shares the cores with the other workers."""
+def _init_cell_process(threads: int, parent: int) -> None:
+    """A pool worker's TensorFlow shares the cores with the other workers, and the worker ends
+    itself within a second of its parent's end: a parent killed outright (SIGKILL, an OOM kill)
+    runs no cleanup, and a cell would otherwise train on for many minutes as an orphan."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def cell_pool(jobs: int) -> concurrent.futures.ProcessPoolExecutor:
+    """`jobs` spawned worker processes, each with its share of the cores."""
+    return concurrent.futures.ProcessPoolExecutor(
+        jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_cell_process,
+        initargs=(max(1, (os.cpu_count() or 1) // jobs), os.getpid()),
+    )
+
+
+def run_in_pool(
+    executor: concurrent.futures.Executor, calls: dict[str, tuple]
+) -> tuple[dict[str, object], dict[str, str]]:
+    """Runs each key's `(fn, *args)` on `executor`: (results, failures' tracebacks) by key.
+
+    Interrupted (Ctrl-C, or SIGTERM under `stop_on_sigterm`), it stops the pool's worker
+    processes before it re-raises, so no cell outlives the run (a resumed run starts an
+    unfinished cell again)."""
+    results: dict[str, object] = {}
+    failures: dict[str, str] = {}
+    try:
+        futures = {executor.submit(fn, *args): key for key, (fn, *args) in calls.items()}
+        for future in concurrent.futures.as_completed(futures):
+            key = futures[future]
+            if future.exception() is None:
+                results[key] = future.result()
+            else:
+                failures[key] = "".join(traceback.format_exception(future.exception()))
+    except BaseException:
+        # ProcessPoolExecutor has no public way to stop running calls before Python 3.14.
+        for process in (getattr(executor, "_processes", None) or {}).values():
+            process.terminate()
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown()
+    return results, failures
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (kill, a pod's end) unwinds like Ctrl-C instead of ending the process on the
+    spot, so `run_in_pool` can stop the cells it started."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _run_cell(
@@ -252,12 +309,7 @@ def run_tables(
     failures: dict[str, str] = {}
     results: dict[str, dict] = {}
     if executor is None and jobs > 1:
-        executor = concurrent.futures.ProcessPoolExecutor(
-            jobs,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_pin_threads,
-            initargs=(max(1, (os.cpu_count() or 1) // jobs),),
-        )
+        executor = cell_pool(jobs)
     if executor is None:
         for c in todo:
             try:
@@ -267,19 +319,11 @@ def run_tables(
             except Exception:  # noqa: BLE001  (a failed cell is reported, the table goes on)
                 failures[c.run_dir] = traceback.format_exc()
     else:
-        with executor:
-            futures = {
-                executor.submit(
-                    _run_cell, split, c.run_dir, c.config, pipeline_args, data_dir, final_fit
-                ): c
-                for c in todo
-            }
-            for future in concurrent.futures.as_completed(futures):
-                run_dir = futures[future].run_dir
-                if future.exception() is None:
-                    results[run_dir] = future.result()
-                else:
-                    failures[run_dir] = "".join(traceback.format_exception(future.exception()))
+        calls = {
+            c.run_dir: (_run_cell, split, c.run_dir, c.config, pipeline_args, data_dir, final_fit)
+            for c in todo
+        }
+        results, failures = run_in_pool(executor, calls)
     for run_dir, text in failures.items():
         name = f"failed{kind_suffix(final_fit)}_{os.path.basename(run_dir)}.txt"
         with open(os.path.join(out, name), "w") as f:
@@ -308,6 +352,7 @@ def run_table(split: str, out: str, table: str, seeds: int, pipeline_args: list[
 def main(argv):
     del argv
     common.require(SPLIT, common.OUTPUT_DIR)
+    stop_on_sigterm()
     out = common.OUTPUT_DIR.value
     os.makedirs(out, exist_ok=True)
     pipeline_args: list[str] = []

@@ -197,3 +197,61 @@ def test_final_fit_none_runs_its_own_cells_and_says_so(monkeypatch, tmp_path):
     assert "No final fit" in none and "No final fit" not in refit
     X.run_tables("split", str(tmp_path), ["3"], 1, [], final_fit="none")  # resumed: read
     assert len(calls) == 2
+
+
+POOL_SCRIPT = """
+import os, sys, time
+from launch import experiments as X
+
+def cell(path):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(300)
+
+if __name__ == "__main__":
+    X.stop_on_sigterm()
+    out = sys.argv[1]
+    X.run_in_pool(X.cell_pool(2), {n: (cell, os.path.join(out, n)) for n in ("a", "b")})
+"""
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only its zombie (a container's init may not reap orphans)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to find the cells")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_stopping_a_two_cell_run_leaves_no_cell_running(tmp_path, sig):
+    """SIGTERM: the run stops its cells and exits 143. SIGKILL (no cleanup runs): each cell
+    sees its parent gone and ends itself within about a second."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "run.py"
+    script.write_text(POOL_SCRIPT)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root}
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=root, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / n).exists() for n in "ab"):
+            assert parent.poll() is None and time.monotonic() < deadline, "cells never started"
+            time.sleep(0.2)
+        time.sleep(0.2)
+        cells = [int((tmp_path / n).read_text()) for n in "ab"]
+        assert not any(_gone(pid) for pid in cells)
+        parent.send_signal(getattr(signal, sig))
+        assert parent.wait(timeout=30) == (143 if sig == "SIGTERM" else -signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not all(_gone(pid) for pid in cells) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(_gone(pid) for pid in cells), f"cells {cells} outlived the run"
+    finally:
+        parent.kill()
