@@ -17,10 +17,10 @@ from sdm_tf.serving.export import Export
 EXPORT_DIR = common.EXPORT_DIR
 KIND = flags.DEFINE_enum("kind", "hnsw", list(I.KINDS), "index kind")
 K = flags.DEFINE_integer("recall_k", 300, "K of the recall report")
-NLIST = flags.DEFINE_integer("nlist", 1024, "ivfpq: coarse cells")
+NLIST = flags.DEFINE_integer("nlist", 1024, "ivf, ivfpq: coarse cells")
 M = flags.DEFINE_integer("m", 16, "ivfpq: sub-quantizers")
 NBITS = flags.DEFINE_integer("nbits", 8, "ivfpq: bits per code")
-NPROBE = flags.DEFINE_integer("nprobe", 32, "ivfpq: cells searched")
+NPROBE = flags.DEFINE_integer("nprobe", 32, "ivf, ivfpq: cells searched")
 HNSW_M = flags.DEFINE_integer("hnsw_m", 32, "hnsw: links per node")
 EF_CONSTRUCTION = flags.DEFINE_integer("ef_construction", 200, "hnsw: build beam")
 EF_SEARCH = flags.DEFINE_integer(

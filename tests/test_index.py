@@ -47,6 +47,22 @@ def test_approximate_recall_is_reported(data, kind, params, tmp_path):
     np.testing.assert_array_equal(I.search(loaded, queries, 5)[1], I.search(index, queries, 5)[1])
 
 
+def test_ivf_searching_every_cell_is_exact_and_fewer_cells_cost_recall(data, tmp_path):
+    """IVF-Flat keeps full vectors: with nprobe = nlist it visits every item and returns the
+    exact top-K; one cell of 32 holds only part of each query's top 20."""
+    items, queries = data
+    exact = I.build(items, I.IndexConfig(kind="flat"))
+    cfg = I.IndexConfig(kind="ivf", nlist=32, nprobe=32)
+    index = I.build(items, cfg)
+    assert I.evaluate(index, exact, queries, 20)["recall@20"] == 1.0
+    cfg.nprobe = 1
+    I.set_search_params(index, cfg)
+    assert I.evaluate(index, exact, queries, 20)["recall@20"] < 0.8
+    I.save(index, cfg, str(tmp_path / "ivf.faiss"), {})
+    loaded, loaded_cfg = I.load(str(tmp_path / "ivf.faiss"))
+    assert loaded_cfg.nprobe == 1 and I.faiss.extract_index_ivf(loaded).nprobe == 1
+
+
 def test_recall_by_hand():
     assert I.recall_at_k(
         np.array([[1, 2, 3], [4, 5, -1]]), np.array([[3, 2, 9], [4, 6, 7]])

@@ -5,11 +5,14 @@ model's score u . v_c + b_c (the softmax bias included).
 
 Kinds:
   flat    IndexFlatIP: exact (brute force).
+  ivf     IndexIVFFlat (inner product): `nlist` coarse cells of full vectors, `nprobe` cells
+          searched. Exact scores within the cells it visits; a batch of queries shares one
+          coarse search, so it suits the service's coalesced batches.
   ivfpq   IndexIVFPQ (inner product): `nlist` coarse cells, `m` sub-quantizers of `nbits` bits,
           `nprobe` cells searched.
   hnsw    IndexHNSWFlat (inner product): `hnsw_m` links, `ef_construction`, `ef_search`.
 
-Flat and ivfpq live on every GPU that faiss-gpu finds when the config's `use_gpu` is on (HNSW
+Flat, ivf and ivfpq live on every GPU that faiss-gpu finds when the config's `use_gpu` is on (HNSW
 is CPU-only in FAISS): `build` and `load` put them there, `save` writes a CPU copy.
 """
 
@@ -37,7 +40,7 @@ if not hasattr(faiss, "Index"):  # an empty `faiss` folder: what uninstalling on
         "both installed and one removed?): pip install --force-reinstall faiss-cpu (or faiss-gpu)"
     )
 
-KINDS = ("flat", "ivfpq", "hnsw")
+KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 _CHUNK = 64 << 20  # bytes read at a time when loading
 
 
@@ -78,6 +81,10 @@ def build(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
     n, d = x.shape
     if cfg.kind == "flat":
         index = faiss.IndexFlatIP(d)
+    elif cfg.kind == "ivf":
+        nlist = max(1, min(cfg.nlist, n // 39))  # FAISS wants >= 39 training points per cell
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.nprobe = min(cfg.nprobe, nlist)
     elif cfg.kind == "ivfpq":
         # PQ needs m | d: pad with zero dimensions, which leave inner products unchanged.
         d_pad = -(-d // cfg.m) * cfg.m
@@ -106,7 +113,7 @@ def set_search_params(index: faiss.Index, cfg: IndexConfig) -> None:
     """efSearch or nprobe from `cfg`, on a CPU index (`load` sets them before the GPU copy)."""
     if cfg.kind == "hnsw":
         faiss.downcast_index(index).hnsw.efSearch = cfg.ef_search
-    elif cfg.kind == "ivfpq":
+    elif cfg.kind in ("ivf", "ivfpq"):
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = min(cfg.nprobe, ivf.nlist)
 
