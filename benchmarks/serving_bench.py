@@ -230,17 +230,19 @@ def main(argv=None) -> dict:
         result["nlist"] = a.nlist
         result["ivf"] = approx_rows(exp, ivf, ivf_cfg, "nprobe", a.nprobe, reqs, *truth_of)
     if a.clients:
-        if a.http_index == "ivf":
-            index, cfg, param = ivf, ivf_cfg, {"nprobe": a.nprobe[0]}
-            cfg.nprobe = a.nprobe[0]
-        else:
-            index, cfg, param = hnsw, hnsw_cfg, {"ef_search": a.ef_search[0]}
-            cfg.ef_search = a.ef_search[0]
+        index, cfg, param, value = (
+            (ivf, ivf_cfg, "nprobe", a.nprobe[0])
+            if a.http_index == "ivf"
+            else (hnsw, hnsw_cfg, "ef_search", a.ef_search[0])
+        )
+        setattr(cfg, param, value)
         I.set_search_params(index, cfg)
-        result["http"] = {"index": a.http_index, **param, "load_client": a.load_client}
+        result["http"] = {"index": a.http_index, param: value, "load_client": a.load_client}
         retriever = serving.Retriever(exp, index, cfg)
-        processes = {"export_dir": a.export_dir, "items": a.items, "tf_threads": a.tf_threads}
-        processes["faiss_threads"] = a.faiss_threads
+        processes = {
+            "export_dir": a.export_dir, "items": a.items, "tf_threads": a.tf_threads,
+            "faiss_threads": a.faiss_threads,
+        }  # fmt: skip
         if any(a.service_processes):
             saved = tempfile.mkdtemp()
             processes["index"] = os.path.join(saved, "index.faiss")

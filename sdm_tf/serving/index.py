@@ -80,20 +80,17 @@ def build(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
     """vectors: [N, D] float32 (augmented items) -> a trained, filled index."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = x.shape
+    nlist = max(1, min(cfg.nlist, n // 39))  # ivf kinds: FAISS wants >= 39 points per cell
     if cfg.kind == "flat":
         index = faiss.IndexFlatIP(d)
     elif cfg.kind == "ivf":
-        nlist = max(1, min(cfg.nlist, n // 39))  # FAISS wants >= 39 training points per cell
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.nprobe = min(cfg.nprobe, nlist)
     elif cfg.kind == "ivfpq":
         # PQ needs m | d: pad with zero dimensions, which leave inner products unchanged.
         d_pad = -(-d // cfg.m) * cfg.m
-        nlist = max(1, min(cfg.nlist, n // 39))  # FAISS wants >= 39 training points per cell
         ivf = faiss.IndexIVFPQ(
             faiss.IndexFlatIP(d_pad), d_pad, nlist, cfg.m, cfg.nbits, faiss.METRIC_INNER_PRODUCT
         )
-        ivf.nprobe = min(cfg.nprobe, nlist)
         index = ivf
         if d_pad != d:
             remap = faiss.RemapDimensionsTransform(d, d_pad, True)
@@ -102,7 +99,7 @@ def build(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
     else:
         index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = cfg.ef_construction
-        index.hnsw.efSearch = cfg.ef_search
+    set_search_params(index, cfg)  # efSearch or nprobe, as `load` sets them
     index = _to_gpus(index, cfg)
     if not index.is_trained:
         index.train(x)
