@@ -7,7 +7,7 @@ import tensorflow as tf
 from sdm_tf import config as C
 from sdm_tf.core import features as F
 from sdm_tf.model.sdm import SDM
-from tests.test_model import SPEC, batch
+from tests.model_case import SPEC, batch
 
 KINDS = ["youtube_dnn", "gru4rec"]
 
