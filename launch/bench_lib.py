@@ -6,7 +6,8 @@ own protocol (leave-one-out: each user's last training event; time: the last tra
 `test_queries.csv` supplies each test user's history, fed as that user's latest session plus
 long-term bags by the same session rules; `test_truth.jsonl` is the ground truth. Training keeps
 the best epoch on validation and stops early (`sdm_tf.train.validation`), which also decides the
-history rule: the user's history kept, excluded, or first (`sessions.history_first`). Then the
+history rule: the user's history kept, excluded, or first, most recent or most frequent first
+(`history_rules.history_first`). Then the
 test split is ranked once, for SDM and for popularity and item-CF (`sdm_tf.train.baselines`)
 under the same history rule, and scored (with the split's `score.py` when one is found, and
 always with `sdm_tf.train.evaluation`).
@@ -104,7 +105,7 @@ def preprocess_split(split: str, data_dir: str, extra_args: Sequence[str] = ()) 
 
 
 # bench_split's --exclude_seen values -> validation's history rules.
-RULE_OF = {"no": "kept", "yes": "excluded", "first": "first"}
+RULE_OF = {"no": "kept", "yes": "excluded", "first": "first", "frequent": "frequent"}
 
 
 def default_score_script() -> str | None:
@@ -220,7 +221,7 @@ def run(
         rule = validation.get("rule") or "kept"
     else:
         rule = RULE_OF[exclude_seen]
-    exclude = rule != "kept"  # "first" ranks the history ahead of the excluded ranking
+    exclude = rule != "kept"  # "first", "frequent": the history ahead of the excluded ranking
     _, predictions, _ = predict.evaluate(model, data_dir, ks, split=F.TEST, history_rule=rule)
     truth_path = os.path.join(split, "test_truth.jsonl")
     truth = read_truth(truth_path)
@@ -230,9 +231,9 @@ def run(
     vocab = load_item_vocab(data_dir)  # by descending training frequency
 
     def under_rule(preds: dict[str, list[str]]) -> dict[str, list[str]]:
-        if rule != "first":
+        if rule in ("kept", "excluded"):
             return preds
-        return {u: E.history_first(queries.get(u, []), p, k) for u, p in preds.items()}
+        return {u: E.history_first(queries.get(u, []), p, k, rule) for u, p in preds.items()}
 
     fallback = under_rule(B.popularity_predictions(vocab, queries, truth, k, exclude))
     predictions = {u: predictions.get(u) or fallback[u] for u in truth}

@@ -20,10 +20,10 @@ OUTPUT_DIR = common.OUTPUT_DIR
 EXCLUDE_SEEN = flags.DEFINE_enum(
     "exclude_seen",
     "auto",
-    ["auto", "yes", "no", "first"],
+    ["auto", "yes", "no", "first", "frequent"],
     "the test user's history in the ranking: yes drops it, no ranks it as any item, first puts "
-    "it ahead (most recent first) of the ranking without it; auto: the rule that scores highest "
-    "on the validation split",
+    "it ahead (most recent first) of the ranking without it, frequent too (most often seen "
+    "first); auto: the rule that scores highest on the validation split",
 )
 BEAM_LOGS = flags.DEFINE_bool(
     "beam_logs", False, "show Beam's worker logs (hundreds of INFO lines a run)"

@@ -113,7 +113,7 @@ def training_curves(
     metric: str = "HitRate@50",
     decay: tuple[int, int] | None = None,
 ) -> str:
-    """Loss and validation `metric` (both history rules) per epoch, from validation.json's curve;
+    """Loss and validation `metric` (every history rule) per epoch, from validation.json's curve;
     with `decay` = (e, after), a line after epoch `after`, where training went back to epoch e's
     weights at a lower rate (the epochs after the line continue from e: a step in the loss)."""
     if not curve:
@@ -124,7 +124,7 @@ def training_curves(
     left.plot(epochs, [p["loss"] for p in curve], marker=".")
     left.set_xlabel("epoch")
     left.set_ylabel("training loss")
-    for rule in ("excluded", "kept", "first"):
+    for rule in ("excluded", "kept", "first", "frequent"):
         key = f"{rule}/{metric}"
         if key in curve[0]:
             right.plot(epochs, [p[key] for p in curve], marker=".", label=f"history {rule}")

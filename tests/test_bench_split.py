@@ -30,7 +30,7 @@ def test_bench_split_end_to_end(tmp_path):
     # Validation ran every epoch on the last training day, and chose the history rule.
     val = summary["validation"]
     assert [p["epoch"] for p in val["curve"]] == [1, 2] and summary["chosen_epoch"] in (1, 2)
-    assert summary["history_rule"] == val["rule"] in ("kept", "excluded", "first")
+    assert summary["history_rule"] == val["rule"] in ("kept", "excluded", "first", "frequent")
     # The final fit: a fresh model on every training event for the chosen epochs, no decay.
     lr = cfg.train.learning_rate
     assert summary["final_fit_run"] == ["refit", summary["chosen_epoch"], 0, lr]
@@ -38,16 +38,20 @@ def test_bench_split_end_to_end(tmp_path):
     assert summary["train"]["objective"].endswith(f"{summary['preprocess_stats']['items']:,} items")
     assert summary["preprocess_stats"]["test_examples"] > 0
     # The baselines ran under the same rule, and item-CF is the reference's, to the list
-    # ("first": the reference's excluded lists behind the user's history, most recent first).
+    # ("first", "frequent": the reference's excluded lists behind the user's history, most
+    # recent or most frequent first).
     flag = ["--exclude-seen"] if summary["history_rule"] != "kept" else []
     subprocess.run(
         [sys.executable, str(itemcf), str(split), str(tmp_path / "ref"), *flag], check=True
     )
     ref = (tmp_path / "ref.itemcf.jsonl").read_text()
-    if summary["history_rule"] == "first":
+    rule = summary["history_rule"]
+    if rule in ("first", "frequent"):
         queries = bench_split.read_events(str(split / "test_queries.csv"))
         ref = "".join(
-            json.dumps({**r, "items": E.history_first(queries[str(r["user_id"])], r["items"], 100)})
+            json.dumps(
+                {**r, "items": E.history_first(queries[str(r["user_id"])], r["items"], 100, rule)}
+            )
             + "\n"
             for r in map(json.loads, ref.splitlines())
         )

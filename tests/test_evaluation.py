@@ -83,3 +83,14 @@ def test_history_first_by_hand():
     assert E.history_first(history, ranked, 5) == ["c", "a", "b", "x", "y"]
     assert E.history_first(history, ranked, 2) == ["c", "a"]
     assert E.history_first([], ranked, 3) == ["x", "a", "y"]
+
+
+def test_frequent_first_by_hand():
+    history = ["a", "b", "a", "c", "b", "d"]  # a and b twice (b last at 4), c and d once
+    assert E.frequent_first(history) == ["b", "a", "d", "c"]
+    ranked = ["x", "c", "y"]
+    assert E.history_first(history, ranked, 6, "frequent") == ["b", "a", "d", "c", "x", "y"]
+    assert E.history_first(history, ranked, 6) == ["d", "b", "c", "a", "x", "y"]
+    assert E.history_first(history, ranked, 1, "frequent") == ["b"]
+    with pytest.raises(KeyError):
+        E.history_first(history, ranked, 3, "often")

@@ -85,6 +85,18 @@ def test_history_first(base_url, retriever):
     assert first["items"] == head + excluded["items"][: 8 - len(head)]
     assert first["scores"][: len(head)] == [None] * len(head)
     assert first["scores"][len(head) :] == excluded["scores"][: 8 - len(head)]
+    # "frequent": the item sent twice goes ahead of the more recent ones (another query, so
+    # its own excluded ranking behind).
+    evs.append({**evs[0], "timestamp": 5})
+    body = {"events": evs, "k": 8}
+    excluded = httpx.post(f"{base_url}/v1/retrieve", json={**body, "exclude_seen": True}).json()
+    body.update(history_first=True, history_order="frequent")
+    often = httpx.post(f"{base_url}/v1/retrieve", json=body).json()
+    twice = evs[0]["item"]
+    tail = excluded["items"][: 8 - len(head)]
+    assert often["items"] == [twice, *[i for i in head if i != twice], *tail]
+    bad = httpx.post(f"{base_url}/v1/retrieve", json={**body, "history_order": "often"})
+    assert bad.status_code == 422
 
 
 def test_unknown_ids_are_not_errors(base_url, retriever):

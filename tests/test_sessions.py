@@ -251,9 +251,10 @@ def test_query_of_a_session_longer_than_the_cap_is_its_last_window():
     rec = S.query_record("u", fed, ["9"], _encoder(), cfg, {})
     assert rec[F.LENGTH] == 3 and rec[F.HISTORY] == ["1", "2", "3", "4", "5"]
     assert rec[F.long_key(F.ITEM)] == [3, 2]
-    # The history lists each item once, in the order it was last seen.
+    # The history lists every fed event's item in time order, repeats too (the "frequent" rule
+    # counts them).
     again = fed + [ev(2, T0 + 6)]
-    assert S.query_record("u", again, ["9"], _encoder(), cfg, {})[F.HISTORY] == list("13452")
+    assert S.query_record("u", again, ["9"], _encoder(), cfg, {})[F.HISTORY] == list("123452")
     # A gap still ends the session: a 1-event last session stays a 1-event query.
     fed2 = fed + [ev(6, T0 + 10_000)]
     assert S.query_window(fed2, cfg) == [5]

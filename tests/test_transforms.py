@@ -271,7 +271,7 @@ def test_make_examples_writes_held_out_test_queries_beside_validation():
         )
         assert_that(
             out[F.TEST] | "T" >> beam.Map(fields),
-            equal_to([([2, 3, 4, 3], [b"c"], [b"a", b"c", b"b"])]),
+            equal_to([([2, 3, 4, 3], [b"c"], [b"a", b"b", b"c", b"b"])]),  # repeats kept
             label="test",
         )
         # train/ stops before the validation target; train_all/ (the final fit) has it.

@@ -183,7 +183,8 @@ def test_epochs_are_chosen_on_the_model_and_the_rule_at_the_best_epoch(
 
     def scripted(model, data_dir, ks, batches=None):
         value = next(scores)
-        return {"kept": {"NDCG@50": 0.0}, "excluded": {"NDCG@50": value}, "first": {"NDCG@50": 0.9}}
+        heads = {"first": {"NDCG@50": 0.9}, "frequent": {"NDCG@50": 0.8}}
+        return {"kept": {"NDCG@50": 0.0}, "excluded": {"NDCG@50": value}, **heads}
 
     monkeypatch.setattr(V, "validate", scripted)
     cfg = smoke("train.epochs=6", "train.patience=3", "train.decay_factor=1")
@@ -208,12 +209,14 @@ def test_first_rule_puts_the_history_ahead_of_the_excluded_ranking(split_dir, tm
     vocab = load_item_vocab(str(split_dir))
     vecs = np.random.default_rng(0).normal(size=[2, model.cfg.dim]).astype(np.float32)
     # In time order; "nope" is no catalogue item (listed all the same: the history is the
-    # user's); user 2 saw v[5] twice, last after v[4].
-    history = [[vocab[3], "nope", vocab[7]], [vocab[5], vocab[4], vocab[5]]]
+    # user's); user 2 saw v[5] twice, then v[4], then v[6] once.
+    history = [[vocab[3], "nope", vocab[7]], [vocab[5], vocab[4], vocab[5], vocab[6]]]
     out = predict.rank_rules(model, vocab, vecs, history, k=6)
-    assert set(out) == {"kept", "excluded", "first"}
+    assert set(out) == {"kept", "excluded", "first", "frequent"}
     assert out["first"][0] == [vocab[7], "nope", vocab[3], *out["excluded"][0][:3]]
-    assert out["first"][1] == [vocab[5], vocab[4], *out["excluded"][1][:4]]
+    assert out["frequent"][0] == out["first"][0]  # each item once: recency decides
+    assert out["first"][1] == [vocab[6], vocab[5], vocab[4], *out["excluded"][1][:3]]
+    assert out["frequent"][1] == [vocab[5], vocab[6], vocab[4], *out["excluded"][1][:3]]
     assert predict.evaluate(model, str(split_dir), [6], history_rule="first")[1]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 
 from sdm_tf.core import features as F
 from sdm_tf.core.events import SIDE_FIELDS, Event
+from sdm_tf.core.history_rules import recent_first
 
 DAY = 86400
 # The "auto" session gap (`pipelines.preprocess --session_gap=auto`, the default): the paper's
@@ -326,8 +327,9 @@ def query_record(
     profile_ids: Mapping[str, int],
 ) -> dict | None:
     """An evaluation record: `build_query` of the fed events, encoded, with the raw ground-truth
-    ids and the distinct raw ids of everything fed (what a "history excluded" ranking leaves
-    out). None when nothing usable is fed or nothing is true."""
+    ids and the raw ids of everything fed, in time order with repeats (what a "history excluded"
+    ranking leaves out, and what the "first" and "frequent" rules order by recency and count).
+    None when nothing usable is fed or nothing is true."""
     if not truth:
         return None
     query = build_query(fed, cfg, enc.item_features, known_items=enc.vocabs[F.ITEM])
@@ -335,18 +337,12 @@ def query_record(
         return None
     rec = _base_record(user, profile_ids, query.short, query.long, enc)
     rec[F.TRUTH] = list(truth)
-    rec[F.HISTORY] = last_seen_order(fed)
+    rec[F.HISTORY] = [e.item for e in fed]
     return rec
 
 
 def distinct_items(events: Iterable[Event]) -> list[str]:
     return list(dict.fromkeys(e.item for e in events))
-
-
-def last_seen_order(events: Sequence[Event]) -> list[str]:
-    """Distinct items of time-ordered events, ordered by when each was last seen (the most
-    recent last): what the "first" history rule ranks from the end."""
-    return recent_first([e.item for e in events])[::-1]
 
 
 def split_time(events: Sequence[Event], test_day_start: int | None):
@@ -370,20 +366,3 @@ def split_loo(events: Sequence[Event]):
 
 def day_start(ts: int) -> int:
     return ts - ts % DAY
-
-
-def recent_first(history: Sequence[str]) -> list[str]:
-    """Distinct items of a time-ordered history, the most recently seen first."""
-    return list(dict.fromkeys(reversed(history)))
-
-
-def history_first(history: Sequence[str], ranked: Sequence[str], k: int) -> list[str]:
-    """The "first" history rule: the user's own items, most recently seen first, then `ranked`
-    without them; k items at most. The same for every system ranked and for the service (the
-    history is the request's, whether or not a system's catalogue has the item). On click logs
-    users come back to what they saw (the Taobao sample's validation day: 59 % of the users click
-    again an item of their history), which neither an item-to-item nor a user-vector score ranks
-    on its own."""
-    head = recent_first(history)[:k]
-    seen = set(head)
-    return head + [i for i in ranked if i not in seen][: k - len(head)]

@@ -26,6 +26,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -34,6 +35,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sdm_tf.core import features as F
+from sdm_tf.core import history_rules as H
 from sdm_tf.core import sessions as S
 from sdm_tf.core.events import SIDE_FIELDS
 from sdm_tf.core.events import Event as LogEvent
@@ -66,8 +68,14 @@ class RetrieveRequest(BaseModel):
     k: int = Field(default=100, ge=1, le=MAX_K)
     exclude_seen: bool = False
     # The request's items first, most recent first (score null), then the retrieved items
-    # without them: bench_split's "first" history rule, for data where users come back.
+    # without them: bench_split's "first" history rule, for data where users come back;
+    # with history_order "frequent", the most often seen first (its "frequent" rule).
     history_first: bool = False
+    history_order: Literal["recent", "frequent"] = "recent"
+
+
+# history_order -> the history rule of the same order (`history_rules.HEAD_ORDERS`).
+HEAD_RULE = {"recent": "first", "frequent": "frequent"}
 
 
 class BatchRequest(BaseModel):
@@ -232,7 +240,7 @@ class Retriever:
                 if req.history_first:
                     ranked = items
                     in_time = [e.item for e in S.sort_events(self.events(req))]
-                    items = S.history_first(in_time, ranked, req.k)
+                    items = H.history_first(in_time, ranked, req.k, HEAD_RULE[req.history_order])
                     score_of = dict(zip(ranked, sc))
                     sc = [score_of.get(item) for item in items]
                 results[i] = {

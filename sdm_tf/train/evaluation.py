@@ -14,7 +14,11 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from sdm_tf.core.sessions import history_first, recent_first  # noqa: F401  (the rule, here too)
+from sdm_tf.core.history_rules import (  # noqa: F401  (the rules, here too)
+    frequent_first,
+    history_first,
+    recent_first,
+)
 
 
 def retrieval_metrics(

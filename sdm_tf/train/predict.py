@@ -95,14 +95,15 @@ def rank_rules(
     kept: bool = True,
 ) -> dict[str, list[list[str]]]:
     """Top-k under the history rules from one scoring pass: "kept" (only if `kept`), and with
-    `history` (time-ordered) "excluded" (never returned) and "first" (`sessions.history_first`)."""
+    `history` (time-ordered) "excluded" (never returned) and the rules of `ranks.HEAD_RULES`
+    (`history_rules.history_first`)."""
     index = {item: c for c, item in enumerate(vocab)}
     k = min(k, len(vocab))
     out: dict[str, list[list[str]]] = {}
     if kept:
         out["kept"] = []
     if history is not None:
-        out["excluded"], out["first"] = [], []
+        out.update({rule: [] for rule in ("excluded",) + R.HEAD_RULES})
 
     def left_out(start: int, stop: int) -> list[tuple[int, int]]:
         rows = history[start:stop]
@@ -123,7 +124,11 @@ def rank_rules(
             continue
         excluded = [[vocab[c] for c in row if c != R.END] for row in excl]
         out["excluded"] += excluded
-        out["first"] += map(E.history_first, history[start:stop], excluded, [k] * (stop - start))
+        for rule in R.HEAD_RULES:
+            out[rule] += (
+                E.history_first(h, ranked, k, rule)
+                for h, ranked in zip(history[start:stop], excluded)
+            )
     return out
 
 
@@ -140,7 +145,7 @@ def evaluate(
 
     exclude_seen: never return items of the user's fed history (every item fed, not only the
       short-term session and bags the model sees).
-    history_rule: "kept", "excluded" or "first" (`rank_rules`); overrides `exclude_seen`.
+    history_rule: one of `ranks.RULES` (`rank_rules`); overrides `exclude_seen`.
     Returns (metrics, predictions, truth); predictions hold the top max(ks) raw item ids.
     """
     vocab = load_item_vocab(data_dir)

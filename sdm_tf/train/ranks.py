@@ -2,12 +2,12 @@
 
 `predict.rank_rules` ranks raw item ids for the predictions a test run writes; validation only
 needs where each truth item lands. Everything that no epoch changes (the truth items' classes,
-the history cells to leave out, where the "first" rule puts the user's own items) is worked out
-once (`Queries`); an epoch then costs one scoring pass and one `top_k` a block. The metrics are
-`evaluation.retrieval_metrics` over `rank_rules`' lists, the same numbers (a test checks it), in
-less time: on Beauty's 22,363 validation users, ranking and metrics took 1.1 s an epoch instead
-of 2.2–2.5 s, and with one `top_k` a block 1.0 s instead of 1.5 on a later, slower machine
-(docs/performance.md).
+the history cells to leave out, where the "first" and "frequent" rules put the user's own
+items) is worked out once (`Queries`); an epoch then costs one scoring pass and one `top_k` a
+block. The metrics are `evaluation.retrieval_metrics` over `rank_rules`' lists, the same numbers
+(a test checks it), in less time: on Beauty's 22,363 validation users, ranking and metrics took
+1.1 s an epoch instead of 2.2–2.5 s, and with one `top_k` a block 1.0 s instead of 1.5 on a
+later, slower machine (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from sdm_tf.core.sessions import recent_first
+from sdm_tf.core.history_rules import HEAD_ORDERS
 
-RULES = ("kept", "excluded", "first")  # those of `validation.RULES`, in that order
+RULES = ("kept", "excluded", "first", "frequent")  # those of `validation.RULES`, in that order
+HEAD_RULES = tuple(HEAD_ORDERS)  # the user's own items ahead of the excluded ranking
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,18 +31,19 @@ class Queries:
 
     gold [U, G]: each distinct truth item's class, -1 for padding or an item outside the
       catalogue (no ranking of the model can return it);
-    head_pos [U, G]: its position among the user's own items under the "first" rule (the
-      history, most recent first, cut at k; items outside the catalogue included), inf if
-      not there;
-    head_len [U]: how many items of the "first" list are the user's own;
+    head_pos {rule: [U, G]}: for each rule of `HEAD_RULES`, its position among the user's own
+      items (the history in the rule's order, cut at k; items outside the catalogue
+      included), inf if not there;
+    head_len [U]: how many items of those lists are the user's own (the same for every rule of
+      `HEAD_RULES`);
     n_gold [U]: distinct truth items (0: the user cannot be scored);
-    seen [N, 2]: (user, class) of every history item in the catalogue (left out by
-      "excluded" and "first");
+    seen [N, 2]: (user, class) of every history item in the catalogue (left out by every rule
+      but "kept");
     k: the lists' length (at most `items`, the catalogue's size).
     """
 
     gold: np.ndarray
-    head_pos: np.ndarray
+    head_pos: dict[str, np.ndarray]
     head_len: np.ndarray
     n_gold: np.ndarray
     seen: np.ndarray
@@ -61,15 +63,17 @@ class Queries:
         golds = [list(dict.fromkeys(t)) for t in truth]
         width = max([len(g) for g in golds] + [1])
         gold = np.full([len(golds), width], -1, np.int64)
-        head_pos = np.full([len(golds), width], np.inf)
+        head_pos = {rule: np.full([len(golds), width], np.inf) for rule in HEAD_RULES}
         head_len = np.zeros(len(golds), np.int64)
         seen = []
         for u, (g, h) in enumerate(zip(golds, history)):
-            head = {item: p for p, item in enumerate(recent_first(h)[:k])}
-            head_len[u] = len(head)
             for j, item in enumerate(g):
                 gold[u, j] = index.get(item, -1)
-                head_pos[u, j] = head.get(item, np.inf)
+            for rule in HEAD_RULES:
+                head = {item: p for p, item in enumerate(HEAD_ORDERS[rule](h)[:k])}
+                head_len[u] = len(head)
+                for j, item in enumerate(g):
+                    head_pos[rule][u, j] = head.get(item, np.inf)
             seen += [(u, index[i]) for i in set(h) if i in index]
         seen_array = np.array(seen, np.int64).reshape([-1, 2])
         n_gold = np.array([len(g) for g in golds], np.int64)
@@ -162,10 +166,10 @@ def rule_ranks(
         out["kept"][start:stop] = _positions(kept, gold)
         excluded = _positions(excl, gold)
         out["excluded"][start:stop] = excluded
-        head = q.head_pos[start:stop]
-        out["first"][start:stop] = np.where(
-            np.isfinite(head), head, q.head_len[start:stop, np.newaxis] + excluded
-        )
+        behind = q.head_len[start:stop, np.newaxis] + excluded  # after the user's own items
+        for rule in HEAD_RULES:
+            head = q.head_pos[rule][start:stop]
+            out[rule][start:stop] = np.where(np.isfinite(head), head, behind)
     return out
 
 

@@ -4,13 +4,14 @@ The validation split is `eval/` of a data directory whose held-out test queries 
 (`pipelines.preprocess --test_queries ...`, what `launch.bench_split` does), so epochs, the
 history rule and every default are chosen without reading the test split.
 
-Each validation ranks all items under three rules for the user's fed history: kept (ranked as
-any item), excluded (never returned) and first (the user's own items, most recently seen first,
-then the ranking without them), because whether users come back to the same items is a property
-of the data: on leave-one-out review or rating data the target is new by construction (there
-"first" can only lose), on click logs repeats are much of the truth. The best epoch is the one
-whose kept or excluded ranking scores highest (the model's own ranking); the rule that scores
-highest at that epoch is the one the test split is ranked with (ties go to the earlier rule).
+Each validation ranks all items under four rules for the user's fed history: kept (ranked as
+any item), excluded (never returned), first (the user's own items, most recently seen first,
+then the ranking without them) and frequent (the same, the most often seen first), because
+whether users come back to the same items is a property of the data: on leave-one-out review or
+rating data the target is new by construction (there "first" and "frequent" can only lose), on
+click logs repeats are much of the truth. The best epoch is the one whose kept or excluded
+ranking scores highest (the model's own ranking); the rule that scores highest at that epoch is
+the one the test split is ranked with (ties go to the earlier rule).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from sdm_tf.train import predict
 from sdm_tf.train import ranks as R
 from sdm_tf.train.data_dir import load_item_vocab
 
-# The user's fed history: ranked as any item / never returned / ranked first, most recent first.
-# Epochs are chosen on the first two (the model's own ranking: under "first" a user with a long
-# history gets the same list from any epoch); the rule, at the chosen epoch, among all three.
-RULES = R.RULES  # kept, excluded, first
+# The user's fed history: ranked as any item / never returned / ranked first, most recent first
+# / most often seen first. Epochs are chosen on the first two (the model's own ranking: under
+# "first" a user with a long history gets the same list from any epoch); the rule, at the chosen
+# epoch, among all four.
+RULES = R.RULES  # kept, excluded, first, frequent
 MODEL_RULES = RULES[:2]
 BEST_DIR = "best"
 DROP_DIR = "drop"  # the weights and optimizer state the decayed phase started from
