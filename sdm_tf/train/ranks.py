@@ -21,8 +21,8 @@ import tensorflow as tf
 
 from sdm_tf.core.history_rules import HEAD_ORDERS
 
-RULES = ("kept", "excluded", "first", "frequent")  # those of `validation.RULES`, in that order
-HEAD_RULES = tuple(HEAD_ORDERS)  # the user's own items ahead of the excluded ranking
+HEAD_RULES = tuple(HEAD_ORDERS)  # "first", "frequent": the user's own items, then "excluded"
+RULES = ("kept", "excluded", *HEAD_RULES)  # those of `validation.RULES`, in that order
 
 
 @dataclasses.dataclass(frozen=True)
