@@ -231,7 +231,7 @@ def run(
     vocab = load_item_vocab(data_dir)  # by descending training frequency
 
     def under_rule(preds: dict[str, list[str]]) -> dict[str, list[str]]:
-        if rule in ("kept", "excluded"):
+        if rule in V.MODEL_RULES:  # kept, excluded: the ranking as it is
             return preds
         return {u: E.history_first(queries.get(u, []), p, k, rule) for u, p in preds.items()}
 

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from sdm_tf.core import features as F
+from sdm_tf.core.history_rules import HEAD_ORDERS
 from sdm_tf.train.explain import UserExplanation
 
 MAX_POSITIONS = 20  # the last positions of a session a heat map shows
@@ -124,7 +125,7 @@ def training_curves(
     left.plot(epochs, [p["loss"] for p in curve], marker=".")
     left.set_xlabel("epoch")
     left.set_ylabel("training loss")
-    for rule in ("excluded", "kept", "first", "frequent"):
+    for rule in ("excluded", "kept", *HEAD_ORDERS):
         key = f"{rule}/{metric}"
         if key in curve[0]:
             right.plot(epochs, [p[key] for p in curve], marker=".", label=f"history {rule}")

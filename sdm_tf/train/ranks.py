@@ -69,9 +69,9 @@ class Queries:
         for u, (g, h) in enumerate(zip(golds, history)):
             for j, item in enumerate(g):
                 gold[u, j] = index.get(item, -1)
+            head_len[u] = min(k, len(set(h)))  # every head rule lists each distinct item once
             for rule in HEAD_RULES:
                 head = {item: p for p, item in enumerate(HEAD_ORDERS[rule](h)[:k])}
-                head_len[u] = len(head)
                 for j, item in enumerate(g):
                     head_pos[rule][u, j] = head.get(item, np.inf)
             seen += [(u, index[i]) for i in set(h) if i in index]
