@@ -1,7 +1,13 @@
 """Command-line entry points. Thin: flags in, library calls out."""
 
+import logging
 import os
+
+from launch.console import BEAM_WORKER_NOISE, DropMessages
 
 # Before anything imports TensorFlow: TFRS and ParameterServerStrategy's fit need Keras 2.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before anything imports Beam: its BigQuery client warns on the root logger, on import, that
+# apitools is missing (sdm reads no BigQuery). Records of other loggers are untouched.
+logging.getLogger().addFilter(DropMessages(BEAM_WORKER_NOISE[:1]))

@@ -81,7 +81,7 @@ def validation_train_events(path: str, protocol: str) -> dict[str, list[str]]:
 def preprocess_split(split: str, data_dir: str, extra_args: Sequence[str] = ()) -> dict:
     """events_train.csv -> train/ + eval/ (the validation split, carved from the training events
     by the split's own protocol); test_queries.csv + test_truth.jsonl -> test/."""
-    from pipelines import preprocess
+    from launch import preprocess as launch_preprocess
 
     with open(os.path.join(split, "split.json")) as f:
         protocol = json.load(f).get("protocol", "loo")
@@ -101,7 +101,7 @@ def preprocess_split(split: str, data_dir: str, extra_args: Sequence[str] = ()) 
     items = os.path.join(split, "items.csv")
     if os.path.exists(items):
         args.append(f"--item_table={items}")
-    return preprocess.run(args)
+    return launch_preprocess.run(args)
 
 
 # bench_split's --exclude_seen values -> validation's history rules.

@@ -1,6 +1,10 @@
 """The launchers share one absl flag namespace: they must import together (as in one process)."""
 
 import importlib
+import logging
+import os
+import subprocess
+import sys
 
 LAUNCHERS = [
     "generate", "preprocess", "train", "evaluate", "bench_split", "export", "build_index",
@@ -109,6 +113,9 @@ def test_preprocess_console_is_quiet_by_default(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     console = out.stdout + out.stderr
     assert "severity" not in console and "local_job_service" not in console
+    # Nor the lines each worker subprocess prints as it starts (launch/console.py).
+    assert "apitools not found" not in console, console[-3000:]
+    assert "Logging handler created" not in console, console[-3000:]
     assert len(console.splitlines()) < 40, console[-3000:]
 
 
@@ -129,3 +136,24 @@ def test_the_final_fit_flag_offers_what_bench_lib_runs():
     from launch import bench_lib, common
 
     assert flags.FLAGS[common.FINAL_FIT.name].parser.enum_values == list(bench_lib.FINAL_FITS)
+
+
+def test_without_lines_drops_matching_lines_of_this_process_and_its_children(capfd):
+    from launch import console
+
+    child = "import sys; sys.stderr.write('child noise\\nkeep 2\\nlast, no newline')"
+    with console.without_lines(["noise"]):
+        os.write(2, b"keep 1\nparent noise\n")
+        subprocess.run([sys.executable, "-c", child], check=True)
+    os.write(2, b"\nnoise after the block\n")
+    assert capfd.readouterr().err == "keep 1\nkeep 2\nlast, no newline\nnoise after the block\n"
+
+
+def test_drop_messages_filters_by_substring():
+    from launch.console import DropMessages
+
+    f = DropMessages(["apitools not found"])
+    record = logging.LogRecord("root", logging.WARNING, __file__, 1, "%s", ("x",), None)
+    assert f.filter(record)
+    record.args = ("apitools not found, and bigquery ...",)
+    assert not f.filter(record)
