@@ -17,17 +17,22 @@ import json
 import os
 import shutil
 
+from sdm_tf.core import sessions as S
+
 
 def nest(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(training events without each user's last one, truth: that event's item per user).
-    Users keep their file order; events are ordered by timestamp (stable for ties)."""
+    """(training events without each user's last one, truth: that event's item per user), by
+    the rule of validation's own split (`sessions.split_loo`): a user with too few events gives
+    no truth and keeps all of them for training. Users keep their file order; events are ordered
+    by timestamp (stable for ties)."""
     per_user: dict[str, list[dict]] = {}
     for r in rows:
         per_user.setdefault(r["user_id"], []).append(r)
     train, truth = [], []
     for user, events in per_user.items():
         events = sorted(events, key=lambda r: int(r["timestamp"]))
-        if len(events) < 2:  # nothing would be left to query with
+        if len(events) < S.LOO_MIN_EVENTS:  # as validation: no target, every event trains
+            train += events
             continue
         train += events[:-1]
         truth.append({"user_id": user, "items": [events[-1]["item_id"]]})

@@ -357,9 +357,14 @@ def split_time(events: Sequence[Event], test_day_start: int | None):
     return before, before + today[:fed_n], distinct_items(today[fed_n:])
 
 
+# prepare.py's rule too: a target needs at least two events before it to query with and learn on.
+LOO_MIN_EVENTS = 3
+
+
 def split_loo(events: Sequence[Event]):
-    """Leave-one-out. Returns (train events, fed events, truth items)."""
-    if len(events) < 3:
+    """Leave-one-out. Returns (train events, fed events, truth items); a user with fewer than
+    `LOO_MIN_EVENTS` events gives no target, and all of them train."""
+    if len(events) < LOO_MIN_EVENTS:
         return list(events), [], []
     return list(events[:-1]), list(events[:-1]), [events[-1].item]
 
