@@ -157,3 +157,12 @@ def test_drop_messages_filters_by_substring():
     assert f.filter(record)
     record.args = ("apitools not found, and bigquery ...",)
     assert not f.filter(record)
+
+
+def test_without_lines_runs_where_stderr_is_closed():
+    code = (
+        "import os\nfrom launch import console\nos.close(2)\n"
+        "with console.without_lines(['x']):\n    print('ran')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (out.returncode, out.stdout) == (0, "ran\n"), out
