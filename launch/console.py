@@ -52,6 +52,12 @@ def _forward(read_fd: int, write_fd: int, drop: tuple[bytes, ...]) -> None:
         os.close(write_fd)
 
 
+def _flush() -> None:
+    """Writes out what Python buffered for stderr (there may be no sys.stderr, or a closed one)."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
+
+
 @contextlib.contextmanager
 def without_lines(patterns: Sequence[str], timeout_s: float = 10.0) -> Iterator[None]:
     """Inside the block, lines written to file descriptor 2 (by this process, and by the
@@ -60,10 +66,10 @@ def without_lines(patterns: Sequence[str], timeout_s: float = 10.0) -> Iterator[
     printed stays in order and arrives at once. On exit it waits up to `timeout_s` for the
     subprocesses still holding the pipe; past that it goes on copying in the background."""
     drop = tuple(p.encode() for p in patterns)
+    _flush()
     try:
-        sys.stderr.flush()
         original = os.dup(2)
-    except (OSError, ValueError):  # no stderr at all (closed by the caller): nothing to filter
+    except OSError:  # no stderr at all (closed by the caller): nothing to filter
         yield
         return
     read_fd, write_fd = os.pipe()
@@ -77,7 +83,7 @@ def without_lines(patterns: Sequence[str], timeout_s: float = 10.0) -> Iterator[
     try:
         yield
     finally:
-        sys.stderr.flush()
+        _flush()
         os.dup2(original, 2)  # closes this process's write end of the pipe
         os.close(original)
         thread.join(timeout_s)
