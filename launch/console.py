@@ -70,6 +70,8 @@ def without_lines(patterns: Sequence[str], timeout_s: float = 10.0) -> Iterator[
     try:
         original = os.dup(2)
     except OSError:  # no stderr at all (closed by the caller): nothing to filter
+        original = -1
+    if original < 0:  # yielded outside the except, so the body's errors chain to nothing
         yield
         return
     read_fd, write_fd = os.pipe()
