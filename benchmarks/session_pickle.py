@@ -32,7 +32,13 @@ class _PlainUnpickler(pickle.Unpickler):
 def load(data: bytes) -> list[list[int]]:
     """Each session with its target appended: [[i1, ..., in, target], ...]."""
     pair = _PlainUnpickler(io.BytesIO(data)).load()
-    if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and len(pair[0]) == len(pair[1])):
+    seqs = (list, tuple)
+    if not (
+        isinstance(pair, seqs)
+        and len(pair) == 2
+        and all(isinstance(x, seqs) for x in pair)
+        and len(pair[0]) == len(pair[1])
+    ):
         raise ValueError("expected a pickled pair (sessions, targets) of equal length")
     sessions, targets = pair
     return [[*map(int, s), int(t)] for s, t in zip(sessions, targets)]

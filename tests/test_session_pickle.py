@@ -34,6 +34,7 @@ def test_each_session_gets_its_target_and_its_own_time_span(tmp_path):
     [
         (collections.OrderedDict(a=1), "only lists of ints"),
         (([[1, 2]], [3, 4]), "equal length"),
+        ((1, 2), "equal length"),
     ],
 )
 def test_refuses_classes_and_unpaired_targets(payload, error):
@@ -44,7 +45,7 @@ def test_refuses_classes_and_unpaired_targets(payload, error):
 def test_prepare_reads_it_as_one_user_per_session(tmp_path):
     prepare = shared_path("bench", "prepare.py")
     src = tmp_path / "train.txt"
-    # Item 1 is in every session; 2 and 3 in two; 4 only once (dropped at --min-item-count 2).
+    # Items 1 and 3 are in every session, 2 in two, 4 in one (dropped at --min-item-count 2).
     src.write_bytes(pickle.dumps(([[1, 2, 3], [2, 1], [3, 4]], [1, 3, 1])))
     session_pickle.write(str(src), str(tmp_path / "views.csv"))
     subprocess.run(
