@@ -31,19 +31,26 @@ def shared_path(*parts: str) -> pathlib.Path:
     return path
 
 
-def taobao_time_split(out: pathlib.Path, min_item_count: int) -> pathlib.Path:
-    """../shared's Taobao sample as a prepare.py time-protocol split in `out`."""
+def prepare_split(out: pathlib.Path, fmt: str, data: pathlib.Path, *args: str) -> pathlib.Path:
+    """../shared's prepare.py run on `data` in `fmt`, its split written to `out`."""
     import subprocess
     import sys
 
     prepare = shared_path("bench", "prepare.py")
-    data = shared_path("data", "taobao_sample", "UserBehavior.csv")
     subprocess.run(
-        [sys.executable, str(prepare), "--format", "taobao", "--input", str(data),
-         "--out", str(out), "--protocol", "time", "--min-item-count", str(min_item_count)],
+        [sys.executable, str(prepare), "--format", fmt, "--input", str(data), "--out", str(out),
+         *args],
         check=True, capture_output=True,
     )  # fmt: skip
     return out
+
+
+def taobao_time_split(out: pathlib.Path, min_item_count: int) -> pathlib.Path:
+    """../shared's Taobao sample as a prepare.py time-protocol split in `out`."""
+    data = shared_path("data", "taobao_sample", "UserBehavior.csv")
+    return prepare_split(
+        out, "taobao", data, "--protocol", "time", "--min-item-count", str(min_item_count)
+    )
 
 
 IN_MEMORY = ["--direct_running_mode=in_memory"]

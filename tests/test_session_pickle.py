@@ -3,13 +3,11 @@
 import collections
 import json
 import pickle
-import subprocess
-import sys
 
 import pytest
 
 from benchmarks import session_pickle
-from tests.conftest import shared_path
+from tests.conftest import prepare_split
 
 
 def test_each_session_gets_its_target_and_its_own_time_span(tmp_path):
@@ -43,16 +41,11 @@ def test_refuses_classes_and_unpaired_targets(payload, error):
 
 
 def test_prepare_reads_it_as_one_user_per_session(tmp_path):
-    prepare = shared_path("bench", "prepare.py")
     src = tmp_path / "train.txt"
     # Items 1 and 3 are in every session, 2 in two, 4 in one (dropped at --min-item-count 2).
     src.write_bytes(pickle.dumps(([[1, 2, 3], [2, 1], [3, 4]], [1, 3, 1])))
     session_pickle.write(str(src), str(tmp_path / "views.csv"))
-    subprocess.run(
-        [sys.executable, str(prepare), "--format", "diginetica", "--input",
-         str(tmp_path / "views.csv"), "--out", str(tmp_path / "split"), "--min-item-count", "2"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    prepare_split(tmp_path / "split", "diginetica", tmp_path / "views.csv", "--min-item-count", "2")
     info = json.loads((tmp_path / "split" / "split.json").read_text())
     # Sessions 1 and 2 keep 4 and 3 clicks (each its last as the truth); session 3 keeps 2.
     assert (info["users"], info["items"], info["test_users"]) == (3, 3, 2)
