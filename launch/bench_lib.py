@@ -27,30 +27,13 @@ from typing import NamedTuple
 
 from sdm_tf import config as C
 from sdm_tf.core import features as F
+from sdm_tf.core import history_rules as H
 from sdm_tf.core import sessions as S
+from sdm_tf.core.split_files import read_events, read_truth
 from sdm_tf.train import evaluation as E
 from sdm_tf.train import predict, training
 from sdm_tf.train import validation as V
 from sdm_tf.train.data_dir import load_item_vocab
-
-
-def read_truth(path: str) -> dict[str, list[str]]:
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                out[str(row["user_id"])] = [str(i) for i in row["items"]]
-    return out
-
-
-def read_events(path: str) -> dict[str, list[str]]:
-    """user -> item ids in file order (prepare.py writes each user's events in time order)."""
-    out: dict[str, list[str]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            out.setdefault(row["user_id"], []).append(row["item_id"])
-    return out
 
 
 class _Row(NamedTuple):
@@ -231,9 +214,7 @@ def run(
     vocab = load_item_vocab(data_dir)  # by descending training frequency
 
     def under_rule(preds: dict[str, list[str]]) -> dict[str, list[str]]:
-        if rule in V.MODEL_RULES:  # kept, excluded: the ranking as it is
-            return preds
-        return {u: E.history_first(queries.get(u, []), p, k, rule) for u, p in preds.items()}
+        return H.under_rule(preds, queries, k, rule)  # kept, excluded: the ranking as it is
 
     fallback = under_rule(B.popularity_predictions(vocab, queries, truth, k, exclude))
     predictions = {u: predictions.get(u) or fallback[u] for u in truth}

@@ -28,7 +28,8 @@ def modules(package: str):
 def test_core_is_plain_python():
     # In a fresh interpreter: importing the core loads none of the heavy frameworks.
     code = (
-        "import sys; import sdm_tf.core.features, sdm_tf.core.events, sdm_tf.core.sessions;"
+        "import sys; import sdm_tf.core.features, sdm_tf.core.events, sdm_tf.core.sessions,"
+        " sdm_tf.core.history_rules, sdm_tf.core.split_files;"
         "print(sorted(m for m in ('tensorflow', 'apache_beam', 'fastapi', 'numpy', 'faiss')"
         " if m in sys.modules))"
     )

@@ -7,7 +7,7 @@ service (`serving.service`) all take the rules from here.
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 def recent_first(history: Sequence[str]) -> list[str]:
@@ -40,3 +40,22 @@ def history_first(
     head = HEAD_ORDERS[rule](history)[:k]
     seen = set(head)
     return head + [i for i in ranked if i not in seen][: k - len(head)]
+
+
+# The rules a system applies while it ranks: the history ranked as any item, or never returned.
+RANKING_RULES = ("kept", "excluded")
+
+
+def under_rule(
+    lists: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], k: int, rule: str
+) -> dict[str, list[str]]:
+    """Each user's list under a history rule. "kept" and "excluded" leave the lists as they are
+    (the system ranked them under that rule); "first" and "frequent" put the user's history
+    (`histories`, in time order; none if absent) ahead of the list (`history_first`)."""
+    if rule in RANKING_RULES:
+        return {u: list(items) for u, items in lists.items()}
+    if rule not in HEAD_ORDERS:
+        raise ValueError(
+            f"history rule must be one of {RANKING_RULES + tuple(HEAD_ORDERS)}, got {rule!r}"
+        )
+    return {u: history_first(histories.get(u, ()), items, k, rule) for u, items in lists.items()}

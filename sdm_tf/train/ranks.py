@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from sdm_tf.core.history_rules import HEAD_ORDERS
+from sdm_tf.core.history_rules import HEAD_ORDERS, RANKING_RULES
 
 HEAD_RULES = tuple(HEAD_ORDERS)  # "first", "frequent": the user's own items, then "excluded"
-RULES = ("kept", "excluded", *HEAD_RULES)  # those of `validation.RULES`, in that order
+RULES = (*RANKING_RULES, *HEAD_RULES)  # those of `validation.RULES`, in that order
 
 
 @dataclasses.dataclass(frozen=True)
