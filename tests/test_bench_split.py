@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import under_rule
 from launch import bench_lib as bench_split
+from launch import evaluate as evaluate_launcher
 from sdm_tf import config as C
 from tests.conftest import shared_path, taobao_time_split
 
@@ -71,6 +72,14 @@ def test_without_a_final_fit_validations_checkpoint_ranks_the_test_split(tmp_pat
     assert summary["chosen_epoch"] in (1, 2) and summary["baseline_events"] == "validation"
     assert summary["final_fit_run"] is None and summary["final_fit"] is None
     assert not (out / "model_final").exists() and (out / "predictions.jsonl").exists()
+    # launch.evaluate on validation's targets scores the best epoch's model as validation did.
+    best = summary["validation"]["curve"][summary["chosen_epoch"] - 1]
+    val = evaluate_launcher.run(
+        str(out / "data"), str(out / "model"), str(tmp_path / "val"), [20, 50], split="eval"
+    )["model"]
+    for key in ("HitRate@20", "NDCG@20", "NDCG@50"):
+        assert val[key] == pytest.approx(best[f"kept/{key}"], abs=1e-9)
+    assert val["users"] == summary["preprocess_stats"]["eval_examples"]
 
 
 def test_baselines_without_a_final_fit_count_the_validation_runs_events(tmp_path):
