@@ -1,5 +1,10 @@
 """What the launchers let through to the user's terminal.
 
+TensorFlow writes a few lines straight to file descriptor 2 as it loads, before absl's logging
+is initialised, so `TF_CPP_MIN_LOG_LEVEL` cannot hold them back: absl's own notice, oneDNN's,
+and on a machine without CUDA drivers two about the GPU (the last at the first device query).
+`quiet_tensorflow_import` drops exactly those lines, during the import only.
+
 Beam's DirectRunner starts its workers as subprocesses that inherit this process's stderr, and
 each prints two lines before any pipeline option can quiet it: `apitools not found ...` (a
 module-level `logging.warning` in Beam's BigQuery client, which also makes `logging` print to
@@ -11,6 +16,8 @@ the launcher, for the duration of a pipeline run.
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
@@ -21,6 +28,15 @@ BEAM_WORKER_NOISE = (
     "apitools not found, and bigquery client libraries are not available",
     "Logging handler created.",
 )
+
+
+TF_STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "oneDNN custom operations are on.",
+    "Could not find cuda drivers on your machine, GPU will not be used.",
+    "failed call to cuInit",
+)
+SHOW_TF_STARTUP_ENV = "SDM_TF_STARTUP_LOGS"
 
 
 class DropMessages(logging.Filter):
@@ -89,3 +105,45 @@ def without_lines(patterns: Sequence[str], timeout_s: float = 10.0) -> Iterator[
         os.dup2(original, 2)  # closes this process's write end of the pipe
         os.close(original)
         thread.join(timeout_s)
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs TensorFlow's own loader inside `without_lines(TF_STARTUP_NOISE)`, then the device
+    query that prints the last of those lines. The query initialises nothing that can no longer
+    be configured (threads, visible and logical devices stay settable)."""
+
+    def __init__(self, loader: importlib.abc.Loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self._loader  # as if never wrapped
+        with without_lines(TF_STARTUP_NOISE):
+            self._loader.exec_module(module)
+            module.config.list_physical_devices()
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Answers the first import of `tensorflow` only, with the real spec and a quiet loader."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "tensorflow":
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)  # once: the real finders answer from here on
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def quiet_tensorflow_import() -> None:
+    """Makes this process's first `import tensorflow`, wherever it happens, drop the startup
+    lines in `TF_STARTUP_NOISE` (and nothing else). A no-op once TensorFlow is loaded, or where
+    the environment sets SDM_TF_STARTUP_LOGS=1 (to see, say, why a GPU is not used)."""
+    if "tensorflow" in sys.modules or os.environ.get(SHOW_TF_STARTUP_ENV) == "1":
+        return
+    if not any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowFinder())

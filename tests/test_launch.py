@@ -166,3 +166,34 @@ def test_without_lines_runs_where_stderr_is_closed():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert (out.returncode, out.stdout) == (0, "ran\n"), out
+
+
+def test_tensorflow_startup_lines_stay_off_the_console():
+    import pathlib
+
+    import pytest
+
+    from launch.console import SHOW_TF_STARTUP_ENV, TF_STARTUP_NOISE
+
+    code = (
+        "import sys, launch, tensorflow as tf\n"
+        "assert 'Quiet' not in type(tf.__loader__).__name__, tf.__loader__\n"
+        "sys.stderr.write('written after the import\\n')"
+    )
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if k != SHOW_TF_STARTUP_ENV}
+    env.update(PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2")
+
+    def stderr(**extra):
+        out = subprocess.run(
+            [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stderr
+
+    shown = [line for line in TF_STARTUP_NOISE if line in stderr(**{SHOW_TF_STARTUP_ENV: "1"})]
+    if not shown:
+        pytest.skip("this TensorFlow build prints none of the startup lines on this machine")
+    quiet = stderr()
+    assert not [line for line in shown if line in quiet], quiet
+    assert "written after the import\n" in quiet
