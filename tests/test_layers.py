@@ -176,3 +176,30 @@ def test_long_term_pooling_empty_bag_is_zero_vector():
     p, alpha = layer({"item": g}, {"item": tf.constant([[False, False]])}, tf.ones([1, 1]), True)
     np.testing.assert_allclose(alpha["item"], [[0.0, 0.0]])
     np.testing.assert_allclose(p, np.tanh(layer.out.bias.numpy())[None], rtol=1e-6)
+
+
+def test_lstm_without_a_mask_matches_a_masked_keras_lstm_at_valid_positions():
+    # Right padding and a causal LSTM: a Keras mask would change nothing at t < length, in the
+    # outputs or in the gradients a loss over those positions sends back.
+    x = tf.constant(np.random.default_rng(0).normal(size=[3, 6, 5]), tf.float32)
+    length = tf.constant([6, 2, 4])
+    valid = tf.cast(tf.sequence_mask(length, 6), tf.float32)[..., tf.newaxis]
+    layer = StackedLSTM(4, num_layers=2, dropout=0.0)
+    layer(x, length)
+
+    def masked_stack(x):
+        mask = tf.sequence_mask(length, 6)
+        first = layer.cells[0](x, mask=mask)
+        return first + layer.cells[1](first, mask=mask)
+
+    outs, grads = [], []
+    for fn in (lambda x: layer(x, length), masked_stack):
+        with tf.GradientTape() as tape:
+            out = fn(x) * valid
+            loss = tf.reduce_sum(tf.sin(out))
+        outs.append(out.numpy())
+        grads.append(tape.gradient(loss, layer.trainable_variables))
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
+    assert np.abs(outs[0][1, 1]).sum() > 0  # the compared positions are not all zero
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)

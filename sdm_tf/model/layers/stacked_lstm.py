@@ -8,7 +8,12 @@ class StackedLSTM(tf.keras.layers.Layer):
 
     Layer l > 0 adds its input to its output (residual); the first layer's output has no residual
     because its input width differs. Dropout applies to each layer's output when training.
-    Padded positions (t >= length) carry the last state forward and are ignored downstream.
+
+    Sequences are right-padded (positions t >= length, length >= 1). An LSTM is causal, so the
+    outputs at t < length never see the padding, and no Keras mask is passed: with one the
+    valid outputs and gradients are the same (bit for bit, tests/test_layers.py) and each time
+    step adds selects (about 10 % of the LSTM's time on a CPU). Outputs at padded positions are
+    meaningless; everything downstream masks them by `length`.
     """
 
     def __init__(self, units: int, num_layers: int = 2, dropout: float = 0.2, **kwargs):
@@ -29,10 +34,10 @@ class StackedLSTM(tf.keras.layers.Layer):
         self.dropout = tf.keras.layers.Dropout(dropout)
 
     def call(self, x: tf.Tensor, length: tf.Tensor, training=None) -> tf.Tensor:
-        mask = tf.sequence_mask(length, tf.shape(x)[1])
+        del length  # right padding: nothing to mask (above)
         h = x
         for i, lstm in enumerate(self.cells):
-            out = self.dropout(lstm(h, mask=mask, training=training), training=training)
+            out = self.dropout(lstm(h, training=training), training=training)
             h = out if i == 0 else h + out
         return h
 
