@@ -127,3 +127,31 @@ def test_last_picks_the_final_valid_position():
     last = tower.last(out, x[F.LENGTH]).numpy()
     np.testing.assert_allclose(last[1], out[1, 2])
     np.testing.assert_allclose(last[2], out[2, 0])
+
+
+def _transpose_dtypes(model, x):
+    """The dtypes of every Transpose in a traced training step (gradients included)."""
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x, training=True)
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = tf.function(step).get_concrete_function(x).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return {tf.as_dtype(n.attr["T"].type).name for n in nodes if n.op == "Transpose"}
+
+
+@pytest.mark.parametrize("kind", sorted(C.MODEL_KINDS))
+@pytest.mark.parametrize("profile", [True, False])
+def test_the_training_step_transposes_floats_only(kind, profile):
+    # oneDNN prints an error-looking notice ("supports DT_BOOL / DT_INT32 only on platforms
+    # with AVX-512") the first time a step transposes such a tensor on a CPU without AVX-512:
+    # a Keras mask through an RNN did (bool), and tile's gradient (int32).
+    spec = SPEC if profile else F.DatasetSpec(vocab_sizes={"item": 12}, next_n=3)
+    x = batch()
+    if not profile:
+        x = {k: v for k, v in x.items() if k.endswith("item") or k in (F.LENGTH, F.LABEL)}
+    model = SDM(spec, smoke("PSDMMAL", f"model.kind={kind}", "model.next_n=1"))
+    model.compute_loss(x, training=True)  # builds the variables
+    assert _transpose_dtypes(model, x) <= {"float32"}

@@ -78,10 +78,10 @@ class YouTubeDNNTower(_BaselineTower):
                 e = self.embeddings.embed(f, ids)
                 n = tf.reduce_sum(tf.cast(ids != F.PAD_ID, x.dtype), axis=1, keepdims=True)
                 bags.append(tf.reduce_sum(e, axis=1) / tf.maximum(n, 1.0))
-            parts.append(tf.tile(tf.concat(bags, -1)[:, tf.newaxis], [1, steps, 1]))
+            parts.append(_over_steps(tf.concat(bags, -1), steps))
         profile = self.profile(inputs)
         if profile is not None:
-            parts.append(tf.tile(profile[:, tf.newaxis], [1, steps, 1]))
+            parts.append(_over_steps(profile, steps))
         h = tf.concat(parts, axis=-1)
         for layer in self.hidden:
             h = self.dropout(layer(h), training=training)
@@ -99,6 +99,14 @@ class GRU4RecTower(_BaselineTower):
 
     def call(self, inputs, training=None) -> tf.Tensor:
         x = self.sequence(inputs, training)
-        mask = tf.sequence_mask(inputs[F.LENGTH], tf.shape(x)[1])
-        h = self.dropout(self.gru(x, mask=mask, training=training), training=training)
+        # Right padding and a causal GRU: no mask, as in StackedLSTM (valid outputs unchanged).
+        h = self.dropout(self.gru(x, training=training), training=training)
         return self.out(h)
+
+
+def _over_steps(x: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
+    """[B, D] -> [B, steps, D], the same vector at every step. broadcast_to, not tile: tile's
+    gradient transposes an int32 tensor, which makes oneDNN print a notice on CPUs without
+    AVX-512."""
+    shape = tf.shape(x)
+    return tf.broadcast_to(x[:, tf.newaxis], [shape[0], steps, shape[1]])

@@ -107,7 +107,9 @@ class UserTower(tf.keras.Model):
         """e_u (eq. 4): [B, D_u]."""
         batch = tf.shape(inputs[F.LENGTH])[0]
         if not self.profile_features:
-            return tf.tile(self.default_user[tf.newaxis], [batch, 1])
+            # broadcast_to, not tile: tile's gradient transposes an int32 tensor, which makes
+            # oneDNN print a notice on CPUs without AVX-512 (tests/test_model.py).
+            return tf.broadcast_to(self.default_user, [batch, self.cfg.profile_dim])
         ids = {p: inputs[F.profile_key(p)] for p in self.profile_features}
         return self.embeddings.concat(self.profile_features, ids)
 
