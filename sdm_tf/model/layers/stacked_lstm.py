@@ -12,8 +12,9 @@ class StackedLSTM(tf.keras.layers.Layer):
     Sequences are right-padded (positions t >= length, length >= 1). An LSTM is causal, so the
     outputs at t < length never see the padding, and no Keras mask is passed: with one the
     valid outputs and gradients are the same (to 1e-6 in tests/test_layers.py; bit for bit on
-    the CPU it was checked on) and each time step adds selects (about 10 % of the LSTM's time on a CPU). Outputs at padded positions are
-    meaningless; everything downstream masks them by `length`.
+    the CPU it was checked on) and each time step adds selects (about 10 % of the LSTM's time
+    on a CPU). Outputs at padded positions are meaningless; everything downstream masks them
+    by `length`.
     """
 
     def __init__(self, units: int, num_layers: int = 2, dropout: float = 0.2, **kwargs):
