@@ -35,5 +35,14 @@ def batch(b=3, t=6, s=4, seed=0):
     return {k: tf.constant(v) for k, v in out.items()}
 
 
+# Items only: no side features, no profile (the learned user query's case).
+ITEM_ONLY_SPEC = F.DatasetSpec(vocab_sizes={"item": 12}, next_n=3)
+
+
+def item_only(x):
+    """`batch()`'s item, length and label tensors: a batch of ITEM_ONLY_SPEC."""
+    return {k: v for k, v in x.items() if k.endswith("item") or k in (F.LENGTH, F.LABEL)}
+
+
 def smoke(variant, *overrides):
     return C.get_config("smoke", variant, overrides).model

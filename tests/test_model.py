@@ -7,7 +7,7 @@ import tensorflow as tf
 from sdm_tf import config as C
 from sdm_tf.core import features as F
 from sdm_tf.model.sdm import SDM, UserTower
-from tests.model_case import SPEC, batch, smoke
+from tests.model_case import ITEM_ONLY_SPEC, SPEC, batch, item_only, smoke
 
 
 @pytest.mark.parametrize("variant", sorted(C.VARIANTS))
@@ -37,8 +37,8 @@ def test_tied_output_shares_the_item_embedding():
 
 
 def test_without_a_profile_the_user_attention_is_left_out():
-    spec = F.DatasetSpec(vocab_sizes={"item": 12}, next_n=3)
-    x = {k: v for k, v in batch().items() if k.endswith("item") or k in (F.LENGTH, F.LABEL)}
+    spec = ITEM_ONLY_SPEC
+    x = item_only(batch())
     tower = UserTower(spec, smoke("PSDMMA"))
     sdmma = UserTower(spec, smoke("SDMMA"))
     out = tower(x)
@@ -51,8 +51,8 @@ def test_without_a_profile_the_user_attention_is_left_out():
 
 
 def test_without_a_profile_a_learned_query_on_request():
-    spec = F.DatasetSpec(vocab_sizes={"item": 12}, next_n=3)
-    x = {k: v for k, v in batch().items() if k.endswith("item") or k in (F.LENGTH, F.LABEL)}
+    spec = ITEM_ONLY_SPEC
+    x = item_only(batch())
     tower = UserTower(spec, smoke("PSDMMAL", "model.user_attention_without_profile=true"))
     assert tower(x).shape == (3, 6, 8)
     assert tower.user_attention is not None and "(learned query)" in tower.blocks
@@ -148,10 +148,7 @@ def test_the_training_step_transposes_floats_only(kind, profile):
     # oneDNN prints an error-looking notice ("supports DT_BOOL / DT_INT32 only on platforms
     # with AVX-512") the first time a step transposes such a tensor on a CPU without AVX-512:
     # a Keras mask through an RNN did (bool), and tile's gradient (int32).
-    spec = SPEC if profile else F.DatasetSpec(vocab_sizes={"item": 12}, next_n=3)
-    x = batch()
-    if not profile:
-        x = {k: v for k, v in x.items() if k.endswith("item") or k in (F.LENGTH, F.LABEL)}
+    spec, x = (SPEC, batch()) if profile else (ITEM_ONLY_SPEC, item_only(batch()))
     model = SDM(spec, smoke("PSDMMAL", f"model.kind={kind}", "model.next_n=1"))
     model.compute_loss(x, training=True)  # builds the variables
     assert _transpose_dtypes(model, x) <= {"float32"}
