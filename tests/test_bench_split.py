@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from benchmarks import under_rule
+from benchmarks import serving_parity, under_rule
 from launch import bench_lib as bench_split
 from launch import evaluate as evaluate_launcher
+from launch import export as export_launcher
 from sdm_tf import config as C
 from tests.conftest import shared_path, taobao_time_split
 
@@ -56,6 +57,18 @@ def test_bench_split_end_to_end(tmp_path):
     for system in summary["systems"].values():
         for key in ("HitRate@50", "Recall@20", "NDCG@100"):
             assert abs(system["score_py"][key] - system["metrics"][key]) < 1e-12
+    # The service, sent each test user's raw events under the chosen rule, returns the lists
+    # the pipeline's test examples got: one query builder, on real data.
+    exported = export_launcher.run(
+        str(out / "data"), str(out / "model_final"), str(tmp_path / "export")
+    )
+    parity = serving_parity.run(str(split), str(out), exported, k=100)
+    assert parity["users"] + parity["fallback_users"] == len(truth)
+    assert parity["users"] > 0 and parity["differ"] == 0
+    # A different model's export is told apart (the validation run's weights, not the final
+    # fit's).
+    other = export_launcher.run(str(out / "data"), str(out / "model"), str(tmp_path / "other"))
+    assert serving_parity.run(str(split), str(out), other, k=100)["differ"] > 0
 
 
 def test_without_a_final_fit_validations_checkpoint_ranks_the_test_split(tmp_path):
