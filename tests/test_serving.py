@@ -120,6 +120,28 @@ def test_empty_history_falls_back_to_popular(base_url, retriever):
     assert r.json()["items"] == retriever.export.item_ids[:5]
 
 
+def test_the_fallback_follows_the_history_rule(base_url, retriever):
+    # Items the model does not know leave no query, so popularity answers. Under a history-first
+    # rule the request's own items still come first (most recent, or most often seen, first),
+    # as bench_split ranks such users and as it does when the request has a known item too.
+    popular = retriever.export.item_ids[:5]
+    events = [
+        {"item": "gone-a", "timestamp": 100},
+        {"item": "gone-a", "timestamp": 150},
+        {"item": "gone-c", "timestamp": 200},
+        {"item": "gone-b", "timestamp": 300},
+    ]
+    body = {"events": events, "k": 5, "history_first": True}
+    recent = httpx.post(f"{base_url}/v1/retrieve", json=body).json()
+    assert recent["fallback"] is True and recent["scores"] == [None] * 5
+    assert recent["items"] == ["gone-b", "gone-c", "gone-a", *popular[:2]]
+    often = httpx.post(f"{base_url}/v1/retrieve", json={**body, "history_order": "frequent"})
+    assert often.json()["items"] == ["gone-a", "gone-b", "gone-c", *popular[:2]]
+    for flags in ({"history_first": False}, {"history_first": False, "exclude_seen": True}):
+        answer = httpx.post(f"{base_url}/v1/retrieve", json={**body, **flags}).json()
+        assert answer["items"] == popular and answer["fallback"] is True
+
+
 @pytest.mark.parametrize(
     "body,status",
     [

@@ -251,15 +251,25 @@ class Retriever:
                 }
         for i, q in enumerate(queries):
             if q is None:
-                top = self.popular[: requests[i].k]
-                items = [self.export.item_ids[c] for c in top]
-                results[i] = {
-                    "items": items,
-                    "scores": [None] * len(top),
-                    "sides": self.sides(items),
-                    "fallback": True,
-                }
+                results[i] = self._fallback(requests[i])
         return results
+
+    def _fallback(self, req: RetrieveRequest) -> dict:
+        """The most popular items, under the request's history rule as a ranking would be
+        (bench_split ranks such users the same way): without the request's items where they are
+        dropped, behind them where they come first (known to the model or not)."""
+        seen = {e.item for e in req.events} if _drops_history(req) else set()
+        items = [self.export.item_ids[c] for c in self.popular[: req.k + len(seen)]]
+        items = [item for item in items if item not in seen][: req.k]
+        if req.history_first:
+            in_time = [e.item for e in S.sort_events(self.events(req))]
+            items = H.history_first(in_time, items, req.k, HEAD_RULE[req.history_order])
+        return {
+            "items": items,
+            "scores": [None] * len(items),
+            "sides": self.sides(items),
+            "fallback": True,
+        }
 
 
 def _drops_history(req: RetrieveRequest) -> bool:
