@@ -12,8 +12,8 @@ not build the same query from the same events (the rule of one query builder, on
 
 Without `--url` the requests go to a `Retriever` in this process; with it (a running
 `launch.serve` on the same export, `--index flat`), over HTTP to `/v1/retrieve/batch`. Users
-whose events hold no item the model knows get the service's fallback (the most popular items)
-and bench_split's (popularity under the rule); they are counted apart. Two lists that differ
+whose events hold no item the model knows get the most popular items under the rule on both
+sides; they are counted apart, and must be identical. Two lists that differ
 only in the order of near-equal scores (within `--tolerance`, relative) count as tied, not as a
 mismatch: the tower's float sums differ in the last bits between batch sizes (a Beauty user's
 vector by 8e-7 of a norm of 18, batched or alone), enough to swap two items whose scores are
@@ -84,16 +84,18 @@ def tied(served: Sequence[str], scores: Sequence[float], ours: Sequence[str], to
 def compare(
     ours: dict[str, list[str]], served: dict[str, dict], k: int, tolerance: float
 ) -> dict[str, int | float | list]:
-    """Counts of identical and near-tie top-k lists, over users with a model query; fallbacks
-    apart."""
+    """Counts of identical and near-tie top-k lists over users with a model query, identical
+    lists over the fallbacks, and the users whose lists differ (either kind)."""
     out: dict = {"users": 0, "identical": 0, "tied": 0, "fallback_users": 0}
     out["fallback_identical"] = 0
     differ = []
     for user, answer in served.items():
         a, b = answer["items"], ours[user][:k]
-        if answer["fallback"]:
+        if answer["fallback"]:  # popularity under the rule on both sides: no scores, no ties
             out["fallback_users"] += 1
             out["fallback_identical"] += a[:k] == b
+            if a[:k] != b:
+                differ.append(user)
             continue
         out["users"] += 1
         if a[:k] == b:

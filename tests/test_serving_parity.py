@@ -48,16 +48,15 @@ def test_lists_equal_up_to_the_order_of_near_ties():
 
 
 def test_compare_counts_identical_tied_differing_and_fallbacks():
-    ours = {"u1": ["a", "b"], "u2": ["b", "a"], "u3": ["a", "c"], "u4": ["p", "q"]}
+    ours = {"u1": ["a", "b"], "u2": ["b", "a"], "u3": ["a", "c"], "u4": ["p", "q"], "u5": ["q"]}
     answer = {"items": ["a", "b", "c"], "scores": [1.0, 1.0, 0.5], "fallback": False}
-    served = {
-        "u1": answer,
-        "u2": answer,
-        "u3": answer,
-        "u4": {"items": ["p", "q"], "scores": [None, None], "fallback": True},
-    }
+    popular = {"items": ["p", "q"], "scores": [None, None], "fallback": True}
+    served = {"u1": answer, "u2": answer, "u3": answer, "u4": popular}
     out = P.compare(ours, served, 2, 1e-5)
     assert out == {
         "users": 3, "identical": 1, "tied": 1, "fallback_users": 1, "fallback_identical": 1,
         "differ": 1, "differing_users": ["u3"],
     }  # fmt: skip
+    # A fallback list that differs is a mismatch: no scores, so no ties.
+    out = P.compare(ours, {"u5": popular}, 1, 1e-5)
+    assert (out["fallback_users"], out["fallback_identical"], out["differ"]) == (1, 0, 1)
