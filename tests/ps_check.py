@@ -8,6 +8,7 @@ so the check must not share a process with the other tests.
 
 import json
 import os
+import shutil
 import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -19,10 +20,45 @@ from sdm_tf import config as C  # noqa: E402
 from sdm_tf.serving import export as X  # noqa: E402
 from sdm_tf.train import distribute as D  # noqa: E402
 from sdm_tf.train import training  # noqa: E402
+from sdm_tf.train import validation as V  # noqa: E402
 
 
 def devices(var):
     return sorted({v.device for v in getattr(var, "variables", [var])})
+
+
+def validated_run(strategy, data_dir: str, model_dir: str, learning_rate: float) -> dict:
+    """Training with a validation split under PS: the chief scores eval/ after every epoch,
+    keeps the best epoch, drops the rate from it, stops early, and ends on the best weights."""
+    validated = data_dir.rstrip("/") + "_validated"
+    if not os.path.exists(validated):
+        shutil.copytree(data_dir, validated)
+        # A validation split is eval/ beside test/ (`validation.has_validation`); test/ is only
+        # read to rank the test split afterwards, so eval/'s records stand in for it here.
+        shutil.copytree(os.path.join(validated, "eval"), os.path.join(validated, "test"))
+    cfg = C.get_config(
+        "smoke", "PSDMMAL",
+        ["model.dim=16", "model.item_dim=16", "model.num_sampled=64", "train.batch_size=64",
+         "train.epochs=8", "train.steps_per_epoch=10", f"train.learning_rate={learning_rate}",
+         "train.patience=1", "train.decay_factor=0.5", "train.decay_patience=1"],
+    )  # fmt: skip
+    result = training.train(cfg, validated, model_dir, strategy=strategy, verbose=0)
+    state = V.load_state(model_dir)
+    best = training.restore(model_dir)  # model_dir/best/
+    return {
+        "epochs_run": len(result["history"]["loss"]),
+        "curve_epochs": [p["epoch"] for p in state["curve"]],
+        "best_epoch": state["best_epoch"],
+        "best": state["best"],
+        "best_in_curve": max(max(p[f"{r}/NDCG@50"] for r in V.MODEL_RULES) for p in state["curve"]),
+        "decay_started": state.get("decay_started"),
+        "stopped_early": bool(state.get("stopped_early")),
+        "drop_saved": os.path.exists(os.path.join(model_dir, V.DROP_DIR, "ckpt.index")),
+        "ends_on_best": bool(
+            np.allclose(best.item_table.numpy(), result["model"].item_table.numpy())
+        ),
+        "learning_rate": float(result["model"].optimizer.learning_rate.numpy()),
+    }
 
 
 def main(data_dir, model_dir, local_model_dir, out):
@@ -67,6 +103,11 @@ def main(data_dir, model_dir, local_model_dir, out):
         "same_outputs": sorted(ps_export.signature.structured_outputs)
         == sorted(local.signature.structured_outputs),
         "restored_equals_trained": bool(np.allclose(restored.item_table.numpy(), trained_table)),
+        "validation": validated_run(strategy, data_dir, model_dir + "_validated", 0.005),
+        # A rate of 0: the score never rises after epoch 1, so the rate drops after epoch 2 (the
+        # best weights and optimizer state read back onto the parameter servers) and training
+        # stops after epoch 3.
+        "validation_flat": validated_run(strategy, data_dir, model_dir + "_flat", 0.0),
     }
     with open(out, "w") as f:
         json.dump(report, f)

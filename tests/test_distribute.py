@@ -63,6 +63,16 @@ def test_ps_training_shards_tables_and_learns(preprocessed_dir, trained_model_di
     # The PS-trained model restores on one device and exports to the same signature.
     assert report["same_signature"] and report["same_outputs"]
     assert report["restored_equals_trained"]
+    # With a validation split the chief validates as a local run does: a score every epoch,
+    # the best kept, the rate halved from it after one epoch without a gain, a stop after one
+    # more, and the best weights at the end (`validated_run`).
+    val = report["validation"]
+    assert val["curve_epochs"] == list(range(1, val["epochs_run"] + 1))
+    assert 1 <= val["best_epoch"] <= val["epochs_run"] and val["best"] == val["best_in_curve"]
+    assert val["ends_on_best"]
+    flat = report["validation_flat"]
+    assert flat["curve_epochs"] == [1, 2, 3] and flat["best_epoch"] == 1
+    assert flat["decay_started"] == 2 and flat["drop_saved"] and flat["stopped_early"]
 
 
 def test_mirrored_step_equals_one_device_step(preprocessed_dir, tmp_path):

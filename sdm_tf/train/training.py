@@ -171,8 +171,7 @@ def train(
         tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
     ]
     is_ps = isinstance(strategy, tf.distribute.ParameterServerStrategy)
-    # Under PS the evaluator task validates.
-    validating = validate and V.has_validation(data_dir) and not is_ps
+    validating = validate and V.has_validation(data_dir)
     if validating:
         callbacks.insert(
             0,
