@@ -61,6 +61,19 @@ def validated_run(strategy, data_dir: str, model_dir: str, learning_rate: float)
     }
 
 
+def step_decay_run(strategy, data_dir: str, model_dir: str) -> list[float]:
+    """The final fit's replay of a drop (`train.decay_epoch`, no validation) under PS: the
+    learning rate each epoch ran at."""
+    cfg = C.get_config(
+        "smoke", "PSDMMAL",
+        ["model.dim=16", "model.item_dim=16", "model.num_sampled=64", "train.batch_size=64",
+         "train.epochs=3", "train.steps_per_epoch=5", "train.learning_rate=0.004",
+         "train.decay_factor=0.5", "train.decay_epoch=2"],
+    )  # fmt: skip
+    result = training.train(cfg, data_dir, model_dir, strategy=strategy, verbose=0, validate=False)
+    return result["history"]["learning_rate"]
+
+
 def main(data_dir, model_dir, local_model_dir, out):
     resolver, servers = D.in_process_cluster(num_ps=2, num_workers=2)
     strategy = D.parameter_server_strategy(resolver, min_rows=100)
@@ -108,6 +121,7 @@ def main(data_dir, model_dir, local_model_dir, out):
         # best weights and optimizer state read back onto the parameter servers) and training
         # stops after epoch 3.
         "validation_flat": validated_run(strategy, data_dir, model_dir + "_flat", 0.0),
+        "step_decay_rates": step_decay_run(strategy, data_dir, model_dir + "_decay"),
     }
     with open(out, "w") as f:
         json.dump(report, f)

@@ -73,6 +73,9 @@ def test_ps_training_shards_tables_and_learns(preprocessed_dir, trained_model_di
     flat = report["validation_flat"]
     assert flat["curve_epochs"] == [1, 2, 3] and flat["best_epoch"] == 1
     assert flat["decay_started"] == 2 and flat["drop_saved"] and flat["stopped_early"]
+    # The final fit's replay of a drop (`train.decay_epoch`) under PS: two epochs at the rate,
+    # then half of it.
+    assert report["step_decay_rates"] == pytest.approx([0.004, 0.004, 0.002])
 
 
 def test_mirrored_step_equals_one_device_step(preprocessed_dir, tmp_path):
