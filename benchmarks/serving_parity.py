@@ -31,6 +31,7 @@ import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 
+from sdm_tf.core.events import SIDE_FIELDS
 from sdm_tf.core.split_files import read_truth
 
 # bench_split's history rule -> the request's flags (`service.RetrieveRequest`).
@@ -40,7 +41,8 @@ FLAGS = {
     "first": {"history_first": True},
     "frequent": {"history_first": True, "history_order": "frequent"},
 }
-SIDES = ("session_id", "category", "leaf_category", "brand", "shop")
+# The log's fields a request event carries besides item and timestamp (`service.EventIn`).
+SIDES = ("session_id", *SIDE_FIELDS)
 
 
 def requests_of(queries_csv: str, rule: str, k: int) -> dict[str, dict]:
@@ -86,23 +88,21 @@ def compare(
 ) -> dict[str, int | float | list]:
     """Counts of identical and near-tie top-k lists over users with a model query, identical
     lists over the fallbacks, and the users whose lists differ (either kind)."""
-    out: dict = {"users": 0, "identical": 0, "tied": 0, "fallback_users": 0}
-    out["fallback_identical"] = 0
+    out = dict.fromkeys(["users", "identical", "tied", "fallback_users", "fallback_identical"], 0)
     differ = []
     for user, answer in served.items():
         a, b = answer["items"], ours[user][:k]
+        same = a[:k] == b
         if answer["fallback"]:  # popularity under the rule on both sides: no scores, no ties
             out["fallback_users"] += 1
-            out["fallback_identical"] += a[:k] == b
-            if a[:k] != b:
-                differ.append(user)
-            continue
-        out["users"] += 1
-        if a[:k] == b:
-            out["identical"] += 1
-        elif tied(a, answer["scores"], b, tolerance):
-            out["tied"] += 1
+            out["fallback_identical"] += same
         else:
+            out["users"] += 1
+            out["identical"] += same
+            if not same and tied(a, answer["scores"], b, tolerance):
+                out["tied"] += 1
+                continue
+        if not same:
             differ.append(user)
     out["differ"] = len(differ)
     out["differing_users"] = differ[:10]

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -224,52 +224,40 @@ class Retriever:
             with self._search_guard:
                 scores, ids = I.search(self.index, augment_queries(vectors), k_max)
             for row, i in enumerate(live):
-                req = requests[i]
-                seen = {e.item for e in req.events} if _drops_history(req) else set()
-                items, sc = [], []
-                for c, score in zip(ids[row], scores[row]):
-                    if c < 0:
-                        continue
-                    item = self.export.item_ids[c]
-                    if item in seen:
-                        continue
-                    items.append(item)
-                    sc.append(float(score))
-                    if len(items) == req.k:
-                        break
-                if req.history_first:
-                    ranked = items
-                    in_time = [e.item for e in S.sort_events(self.events(req))]
-                    items = H.history_first(in_time, ranked, req.k, HEAD_RULE[req.history_order])
-                    score_of = dict(zip(ranked, sc))
-                    sc = [score_of.get(item) for item in items]
-                results[i] = {
-                    "items": items,
-                    "scores": sc,
-                    "sides": self.sides(items),
-                    "fallback": False,
-                }
+                ranked = ((c, float(score)) for c, score in zip(ids[row], scores[row]))
+                results[i] = self._answer(requests[i], ranked, fallback=False)
         for i, q in enumerate(queries):
-            if q is None:
-                results[i] = self._fallback(requests[i])
+            if q is None:  # no known item: the most popular items, under the same rule
+                results[i] = self._answer(
+                    requests[i], ((c, None) for c in self.popular), fallback=True
+                )
         return results
 
-    def _fallback(self, req: RetrieveRequest) -> dict:
-        """The most popular items, under the request's history rule as a ranking would be
-        (bench_split ranks such users the same way): without the request's items where they are
-        dropped, behind them where they come first (known to the model or not)."""
+    def _answer(
+        self, req: RetrieveRequest, ranked: Iterable[tuple[int, float | None]], fallback: bool
+    ) -> dict:
+        """The top k of `ranked` ((class, score) best first; class -1: none) under the request's
+        history rule, as bench_split ranks every user, a fallback's too: without the request's
+        items where they are dropped, behind them (score None) where they come first, known to
+        the model or not."""
         seen = {e.item for e in req.events} if _drops_history(req) else set()
-        items = [self.export.item_ids[c] for c in self.popular[: req.k + len(seen)]]
-        items = [item for item in items if item not in seen][: req.k]
+        items, scores = [], []
+        for c, score in ranked:
+            if len(items) == req.k:
+                break
+            if c < 0:
+                continue
+            item = self.export.item_ids[c]
+            if item in seen:
+                continue
+            items.append(item)
+            scores.append(score)
         if req.history_first:
+            score_of = dict(zip(items, scores))
             in_time = [e.item for e in S.sort_events(self.events(req))]
             items = H.history_first(in_time, items, req.k, HEAD_RULE[req.history_order])
-        return {
-            "items": items,
-            "scores": [None] * len(items),
-            "sides": self.sides(items),
-            "fallback": True,
-        }
+            scores = [score_of.get(item) for item in items]
+        return {"items": items, "scores": scores, "sides": self.sides(items), "fallback": fallback}
 
 
 def _drops_history(req: RetrieveRequest) -> bool:
