@@ -184,6 +184,7 @@ class TrainConfig:
     decay_patience: int = 3
     decay_epoch: int = 0
     weight_decay: float = 0.0  # AdamW's decoupled decay (0: Adam)
+    item_init: str = "cooccurrence"  # the item table's start (`sdm_tf.train.item_init`)
     # Bit-identical runs for one seed in one process (TensorFlow's op determinism; its cost is in
     # docs/performance.md). Off by default, as in TensorFlow: it is process-wide, and under
     # parameter servers the asynchronous updates stay unordered whatever it says.
@@ -217,7 +218,7 @@ class ExperimentConfig:
         # and before `mask_inputs` the softmax over every item.
         before = {"user_attention_without_profile": True, "mask_inputs": "off"}
         model = ModelConfig(**{**before, **d.get("model", {})})
-        train = dict(d.get("train", {}))
+        train = {"item_init": "random", **d.get("train", {})}  # before item_init existed
         if "bucket_boundaries" in train:
             train["bucket_boundaries"] = tuple(train["bucket_boundaries"])
         return cls(
@@ -334,6 +335,8 @@ def get_config(
         if "model.long_history_dropout" not in named:  # a dropout set by hand holds everywhere
             cfg.model.long_history_dropout = 0.0
     cfg.model.validate()
+    if (init := cfg.train.item_init) not in ("cooccurrence", "random"):
+        raise ValueError(f"train.item_init must be 'cooccurrence' or 'random', not {init!r}")
     return cfg
 
 

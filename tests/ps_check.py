@@ -17,8 +17,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from sdm_tf import config as C  # noqa: E402
+from sdm_tf.core import features as F  # noqa: E402
 from sdm_tf.serving import export as X  # noqa: E402
 from sdm_tf.train import distribute as D  # noqa: E402
+from sdm_tf.train import item_init as I  # noqa: E402
 from sdm_tf.train import training  # noqa: E402
 from sdm_tf.train import validation as V  # noqa: E402
 
@@ -74,6 +76,25 @@ def step_decay_run(strategy, data_dir: str, model_dir: str) -> list[float]:
     return result["history"]["learning_rate"]
 
 
+def sharded_item_init(strategy, data_dir: str) -> dict:
+    """The co-occurrence start written into tables split over the parameter servers."""
+    cfg = C.get_config("smoke", "PSDMMAL-N", ["model.dim=16", "model.item_dim=16"])
+    spec = training.load_dataset_spec(data_dir)
+    with strategy.scope():
+        model = training.build_model(spec, cfg)
+    I.initialise_item_table(model, data_dir, F.TRAIN, seed=0)
+    vectors, has = I.embeddings(*I.pairs_of_split(data_dir, F.TRAIN, spec), spec.num_items, 16)
+    tables = {
+        "item": (model.tower.embeddings.tables["item"], F.NUM_RESERVED),
+        "output": (model.output_embeddings, 0),
+    }
+    report = {}
+    for name, (table, offset) in tables.items():
+        got = np.concatenate([v.numpy() for v in table.variables])[offset:]
+        report[name] = [len(table.variables), float(np.abs(got[has] - vectors[has]).max())]
+    return report
+
+
 def main(data_dir, model_dir, local_model_dir, out):
     resolver, servers = D.in_process_cluster(num_ps=2, num_workers=2)
     strategy = D.parameter_server_strategy(resolver, min_rows=100)
@@ -122,6 +143,7 @@ def main(data_dir, model_dir, local_model_dir, out):
         # stops after epoch 3.
         "validation_flat": validated_run(strategy, data_dir, model_dir + "_flat", 0.0),
         "step_decay_rates": step_decay_run(strategy, data_dir, model_dir + "_decay"),
+        "sharded_item_init": sharded_item_init(strategy, data_dir),
     }
     with open(out, "w") as f:
         json.dump(report, f)

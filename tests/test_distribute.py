@@ -76,6 +76,9 @@ def test_ps_training_shards_tables_and_learns(preprocessed_dir, trained_model_di
     # The final fit's replay of a drop (`train.decay_epoch`) under PS: two epochs at the rate,
     # then half of it.
     assert report["step_decay_rates"] == pytest.approx([0.004, 0.004, 0.002])
+    # The item tables' co-occurrence start, written shard by shard (`item_init`).
+    for name, (shards, max_error) in report["sharded_item_init"].items():
+        assert shards == 2 and max_error < 1e-6, name
 
 
 def test_mirrored_step_equals_one_device_step(preprocessed_dir, tmp_path):

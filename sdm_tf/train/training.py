@@ -19,6 +19,7 @@ from absl import logging
 from sdm_tf import config as C
 from sdm_tf.core import features as F
 from sdm_tf.model.sdm import SDM
+from sdm_tf.train import item_init
 from sdm_tf.train import validation as V
 from sdm_tf.train.data_dir import load_dataset_spec, load_stats
 from sdm_tf.train.input import InputReader
@@ -148,6 +149,7 @@ def train(
         model = build_model(spec, cfg)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     ckpt = checkpoint_for(model, epoch)
+    item_init_summary = None
     manager = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, CHECKPOINT_DIR), 3)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint)
@@ -162,6 +164,10 @@ def train(
         start_weights = restore(init_from)
         for var, value in zip(model.variables, start_weights.variables):
             var.assign(value)
+    elif cfg.train.item_init == "cooccurrence":  # a fresh model: the item table's start
+        item_init_summary = item_init.initialise_item_table(
+            model, data_dir, train_split, cfg.train.seed
+        )
     initial_epoch = int(epoch.numpy())
     steps = steps_per_epoch(data_dir, cfg, train_split)
     start = time.perf_counter()
@@ -233,6 +239,7 @@ def train(
         "objective": model.objective,
         "blocks": getattr(model.tower, "blocks", model.cfg.kind),
         "history": history,
+        "item_init": item_init_summary,
         "validation": V.load_state(model_dir) if validating else None,
         "model": model,
     }
