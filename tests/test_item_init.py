@@ -133,3 +133,13 @@ def test_item_init_is_checked_and_old_configs_read_as_random():
     del old["train"]["item_init"]
     assert C.ExperimentConfig.from_dict(old).train.item_init == "random"
     assert C.get_config("smoke").train.item_init == "cooccurrence"
+
+
+def test_a_catalogue_over_the_bound_keeps_its_random_start(preprocessed_dir, monkeypatch):
+    model, _ = _model(preprocessed_dir)
+    table = model.tower.embeddings.tables[F.ITEM]
+    before = table.numpy().copy()
+    monkeypatch.setattr(I, "MAX_ITEMS", model.dataset.num_items - 1)
+    summary = I.initialise_item_table(model, str(preprocessed_dir), F.TRAIN)
+    assert summary["items_initialised"] == 0 and summary["skipped"] == "too many"
+    np.testing.assert_array_equal(table.numpy(), before)

@@ -24,6 +24,9 @@ from sdm_tf.core import features as F
 from sdm_tf.train.input import InputReader
 
 _COMPACT_EVERY = 1 << 24  # pair keys held before they are merged into counts
+# Above this many items the table keeps its random start (with a warning): the SVD holds a few
+# dense [items, dim + 16] float32 matrices in the chief's memory (~0.6 GB each at 10^6 items).
+MAX_ITEMS = 1_000_000
 
 
 def _merge(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +157,14 @@ def initialise_item_table(model, data_dir: str, split: str, seed: int = 0) -> di
     Returns what it did, for the log and the run's summary."""
     start = time.perf_counter()
     spec = model.dataset
+    if spec.num_items > MAX_ITEMS:
+        logging.warning(
+            "item table: %d items > %d, kept the random start (train.item_init=random "
+            "silences this)",
+            spec.num_items,
+            MAX_ITEMS,
+        )
+        return {"items_initialised": 0, "items": int(spec.num_items), "skipped": "too many"}
     rows, cols, counts = pairs_of_split(data_dir, split, spec)
     table = model.tower.embeddings.tables[F.ITEM]
     dim = int(table.shape[1])
