@@ -78,6 +78,7 @@ def main(argv):
         f"{val.get('best', float('nan')):.4f}), history rule {summary['history_rule']}"
     )
     print(f"sessions: session gap {session_gap_text(summary['preprocess_stats'])}")
+    print(f"item table: {item_init_text(summary['train'].get('item_init'))}")
     kind, epochs, decay, rate = summary.get("final_fit_run") or ("", 0, 0, 0.0)
     low = f"{rate * cfg['train']['decay_factor']:g}"
     if kind == "refit" and decay:
@@ -95,6 +96,16 @@ def main(argv):
     elif FINAL_FIT.value == "none":
         print("no final fit: validation's best checkpoint ranked the test split")
     print(json.dumps({"seconds": {k: round(v, 1) for k, v in summary["seconds"].items()}}))
+
+
+def item_init_text(init: dict | None) -> str:
+    """How the validation run's item table started (`training.train`'s "item_init")."""
+    if not init or not init.get("items_initialised"):
+        return "random start" + (" (too many items for the co-occurrence start)" if init else "")
+    return (
+        f"started from co-occurrences (PPMI-SVD): {init['items_initialised']:,} of "
+        f"{init['items']:,} items, {init['pairs']:,} pairs, {init['seconds']:g} s"
+    )
 
 
 def entry():

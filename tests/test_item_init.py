@@ -143,3 +143,15 @@ def test_a_catalogue_over_the_bound_keeps_its_random_start(preprocessed_dir, mon
     summary = I.initialise_item_table(model, str(preprocessed_dir), F.TRAIN)
     assert summary["items_initialised"] == 0 and summary["skipped"] == "too many"
     np.testing.assert_array_equal(table.numpy(), before)
+
+
+def test_bench_split_says_how_the_item_table_started():
+    from launch.bench_split import item_init_text
+
+    done = {"items_initialised": 1200, "items": 1349, "pairs": 902288, "seconds": 1.3}
+    assert item_init_text(done) == (
+        "started from co-occurrences (PPMI-SVD): 1,200 of 1,349 items, 902,288 pairs, 1.3 s"
+    )
+    assert item_init_text(None) == "random start"
+    skipped = {"items_initialised": 0, "items": 2_000_000, "skipped": "too many"}
+    assert item_init_text(skipped) == "random start (too many items for the co-occurrence start)"
