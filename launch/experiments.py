@@ -179,8 +179,14 @@ class Cell:
     same_as: str | None = None  # the run dir of an identical configuration (run once)
 
 
-def plan(out: str, tables: Sequence[str], seeds: int, final_fit: str = "refit") -> list[Cell]:
-    """Every (table, row, seed) cell, in table order. A configuration that acts on the data as
+def plan(
+    out: str,
+    tables: Sequence[str],
+    seeds: int,
+    final_fit: str = "refit",
+    overrides: Sequence[str] = (),
+) -> list[Cell]:
+    """Every (table, row, seed) cell, in table order (`overrides` after each row's own). A configuration that acts on the data as
     one already finished or planned (PSDMMAL is also Table 3's 4 heads and Table 4's gate) points
     at that run instead of running again."""
     profile = has_profile(os.path.join(out, "data"))
@@ -189,11 +195,11 @@ def plan(out: str, tables: Sequence[str], seeds: int, final_fit: str = "refit") 
             for r in finished_runs(out, final_fit)}  # fmt: skip
     cells = []
     for table in tables:
-        for label, overrides, variant in TABLES[table]:
+        for label, row, variant in TABLES[table]:
             for seed in range(seeds):
                 slug = label.split(" (")[0].replace(" ", "_").lower()
                 run_dir = os.path.join(runs_dir(out, final_fit), f"t{table}_{slug}_s{seed}")
-                cfg = C.get_config("default", variant, [*overrides, f"train.seed={seed}"])
+                cfg = C.get_config("default", variant, [*row, *overrides, f"train.seed={seed}"])
                 key = json.dumps(effective(cfg.to_dict(), profile, stats), sort_keys=True)
                 done = os.path.exists(os.path.join(run_dir, "bench_summary.json"))
                 same = None if done else seen.get(key)
@@ -296,6 +302,7 @@ def run_tables(
     jobs: int = 1,
     executor: concurrent.futures.Executor | None = None,
     final_fit: str = "refit",
+    overrides: Sequence[str] = (),
 ) -> dict[str, str]:
     """Runs every missing cell of `tables` (`jobs` at a time, each in its own process, once the
     split is preprocessed) and returns each table's markdown. Resumable: a finished cell is read,
@@ -304,7 +311,7 @@ def run_tables(
     if not os.path.exists(os.path.join(data_dir, "stats.json")):
         # Once, before any cell: the cells share it, and the plan reads its stats.
         bench_lib.preprocess_split(split, data_dir, pipeline_args)
-    cells = plan(out, tables, seeds, final_fit)
+    cells = plan(out, tables, seeds, final_fit, overrides)
     todo = [c for c in cells if c.same_as is None and not _summary(c.run_dir)]
     failures: dict[str, str] = {}
     results: dict[str, dict] = {}
@@ -360,7 +367,14 @@ def main(argv):
     tables = ("2", "3", "4") if TABLE.value == "all" else (TABLE.value,)
     jobs = JOBS.value or default_jobs()
     texts = run_tables(
-        SPLIT.value, out, tables, SEEDS.value, pipeline_args, jobs=jobs, final_fit=FINAL_FIT.value
+        SPLIT.value,
+        out,
+        tables,
+        SEEDS.value,
+        pipeline_args,
+        jobs=jobs,
+        final_fit=FINAL_FIT.value,
+        overrides=common.OVERRIDES.value,
     )
     for table, text in texts.items():
         with open(os.path.join(out, f"table{table}{kind_suffix(FINAL_FIT.value)}.md"), "w") as f:

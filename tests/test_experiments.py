@@ -74,6 +74,18 @@ def test_a_configuration_in_several_tables_runs_once_per_seed(monkeypatch, tmp_p
     assert "| 2 |" in gate and "0.1000 ± 0.0000" in gate
 
 
+def test_overrides_apply_to_every_cell_after_the_rows_own(tmp_path):
+    preprocessed(tmp_path)
+    cells = X.plan(str(tmp_path), ["3"], seeds=1, overrides=["train.item_init=random"])
+    assert {c.config["train"]["item_init"] for c in cells} == {"random"}
+    heads = {c.label: c.config["model"]["num_heads"] for c in cells}
+    assert heads["2 heads"] == 2 and heads["8 heads"] == 8
+    (tmp_path / "other").mkdir()
+    preprocessed(tmp_path / "other")
+    default = X.plan(str(tmp_path / "other"), ["3"], seeds=1)
+    assert {c.config["train"]["item_init"] for c in default} == {"cooccurrence"}
+
+
 @pytest.mark.parametrize("table", ["2", "3", "4"])
 def test_every_row_is_a_valid_config(table):
     from sdm_tf import config as C
