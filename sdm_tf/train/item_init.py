@@ -29,9 +29,13 @@ _COMPACT_EVERY = 1 << 24  # pair keys held before they are merged into counts
 MAX_ITEMS = 1_000_000
 
 
-def _merge(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    unique, inverse = np.unique(keys, return_inverse=True)
-    return unique, np.bincount(inverse, weights=counts).astype(np.float64)
+def _merge(
+    keys: np.ndarray, counts: np.ndarray, pending: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts so far (unique keys) plus the pending keys, one count each."""
+    new = np.concatenate(pending)
+    unique, inverse = np.unique(np.concatenate([keys, new]), return_inverse=True)
+    return unique, np.bincount(inverse, weights=np.concatenate([counts, np.ones(new.size)]))
 
 
 def count_pairs(batches, num_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -54,16 +58,10 @@ def count_pairs(batches, num_items: int) -> tuple[np.ndarray, np.ndarray, np.nda
         pending += [a * num_items + b, b * num_items + a]
         held += 2 * a.size
         if held >= _COMPACT_EVERY:
-            new = np.concatenate(pending)
-            keys, counts = _merge(
-                np.concatenate([keys, new]), np.concatenate([counts, np.ones(new.size)])
-            )
+            keys, counts = _merge(keys, counts, pending)
             pending, held = [], 0
     if pending:
-        new = np.concatenate(pending)
-        keys, counts = _merge(
-            np.concatenate([keys, new]), np.concatenate([counts, np.ones(new.size)])
-        )
+        keys, counts = _merge(keys, counts, pending)
     return keys // num_items, keys % num_items, counts
 
 
