@@ -186,9 +186,9 @@ def plan(
     final_fit: str = "refit",
     overrides: Sequence[str] = (),
 ) -> list[Cell]:
-    """Every (table, row, seed) cell, in table order (`overrides` after each row's own). A configuration that acts on the data as
-    one already finished or planned (PSDMMAL is also Table 3's 4 heads and Table 4's gate) points
-    at that run instead of running again."""
+    """Every (table, row, seed) cell, in table order; `overrides` apply after each row's own. A
+    configuration that acts on the data as one already finished or planned (PSDMMAL is also
+    Table 3's 4 heads and Table 4's gate) points at that run instead of running again."""
     profile = has_profile(os.path.join(out, "data"))
     stats = _read_json(os.path.join(out, "data", "stats.json"))
     seen = {json.dumps(effective(r["config"], profile, stats), sort_keys=True): r["_dir"]
