@@ -86,6 +86,22 @@ def test_overrides_apply_to_every_cell_after_the_rows_own(tmp_path):
     assert {c.config["train"]["item_init"] for c in default} == {"cooccurrence"}
 
 
+def test_runs_from_before_item_init_count_as_random_starts(tmp_path):
+    from sdm_tf import config as C
+
+    preprocessed(tmp_path)
+    old = C.get_config("default", "PSDMMAL", [X.PAPER_LONG_TERM, "train.seed=0"]).to_dict()
+    del old["train"]["item_init"]  # saved before the field existed: those runs started randomly
+    run_dir = os.path.join(X.runs_dir(str(tmp_path)), "t3_4_heads_s0")
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "bench_summary.json"), "w") as f:
+        json.dump({**summary(0.1), "config": old}, f)
+    as_they_ran = X.plan(str(tmp_path), ["4"], 1, overrides=["train.item_init=random"])
+    assert next(c for c in as_they_ran if c.label == "fusion gate").same_as == run_dir
+    default = X.plan(str(tmp_path), ["4"], 1)
+    assert next(c for c in default if c.label == "fusion gate").same_as is None
+
+
 @pytest.mark.parametrize("table", ["2", "3", "4"])
 def test_every_row_is_a_valid_config(table):
     from sdm_tf import config as C

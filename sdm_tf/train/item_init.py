@@ -8,7 +8,8 @@ information (PPMI), and factorised by a randomised truncated SVD (Halko et al., 
 row is U_c · sqrt(S), rescaled to the spread of the random initialiser it replaces, so Adam's
 steps mean the same; items in no pair keep their random rows. Then training goes on as before.
 
-Measured on validation splits only (docs/results.md, "Starting from co-occurrences").
+Chosen on validation splits only (docs/results.md, "Session 33: the item table starts from the
+training split's co-occurrences").
 """
 
 from __future__ import annotations
