@@ -77,13 +77,12 @@ def test_embeddings_have_the_random_initialisers_spread_and_leave_lonely_items_o
 
 def _model(preprocessed_dir, *overrides):
     cfg = C.get_config("smoke", "PSDMMAL-N", list(overrides))
-    spec = F.DatasetSpec.from_json((preprocessed_dir / "dataset_spec.json").read_text())
-    return training.build_model(spec, cfg), cfg
+    return training.build_model(training.load_dataset_spec(str(preprocessed_dir)), cfg)
 
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_the_item_table_starts_from_the_training_splits_pairs(preprocessed_dir, tied):
-    model, _ = _model(preprocessed_dir, f"model.tied_output={str(tied).lower()}")
+    model = _model(preprocessed_dir, f"model.tied_output={str(tied).lower()}")
     table = model.tower.embeddings.tables[F.ITEM]
     before = table.numpy().copy()
     out_before = None if tied else model.output_embeddings.numpy().copy()
@@ -136,7 +135,7 @@ def test_item_init_is_checked_and_old_configs_read_as_random():
 
 
 def test_a_catalogue_over_the_bound_keeps_its_random_start(preprocessed_dir, monkeypatch):
-    model, _ = _model(preprocessed_dir)
+    model = _model(preprocessed_dir)
     table = model.tower.embeddings.tables[F.ITEM]
     before = table.numpy().copy()
     monkeypatch.setattr(I, "MAX_ITEMS", model.dataset.num_items - 1)

@@ -173,9 +173,7 @@ def initialise_item_table(model, data_dir: str, split: str, seed: int = 0) -> di
         targets.append((model.output_embeddings, 0))
     for variable, offset in targets:
         current = tf.convert_to_tensor(variable).numpy()
-        block = current[offset:]
-        block[has_pairs] = vectors[has_pairs]
-        current[offset:] = block
+        current[offset:][has_pairs] = vectors[has_pairs]  # a view: writes into `current`
         variable.assign(current)
     summary = {
         "items_initialised": int(has_pairs.sum()),
