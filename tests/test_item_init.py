@@ -52,6 +52,17 @@ def test_ppmi_by_hand():
     np.testing.assert_allclose(I.ppmi(rows, cols, counts), [0, 0] + [math.log(1.8)] * 4, rtol=1e-12)
 
 
+def test_every_item_with_a_pair_keeps_a_positive_ppmi():
+    # The docstring's argument, on skewed counts with hubs: no row of pairs is all zero.
+    rng = np.random.default_rng(1)
+    sessions = np.minimum(rng.zipf(1.3, size=(300, 8)), 60) + 1  # items 2..61, a few hubs
+    batch = {ITEMS: sessions[:, :-1], F.LABEL_NEXT_N: sessions[:, 1:, np.newaxis]}
+    rows, cols, counts = I.count_pairs([batch], num_items=64)
+    values = I.ppmi(rows, cols, counts)
+    assert (values == 0).any()  # the counts do have non-positive PMIs to clip
+    assert set(rows[values > 0]) == set(rows)
+
+
 def test_truncated_svd_finds_the_top_of_a_known_spectrum():
     # [[2, 1], [1, 2]] ⊕ [0.5]: singular values 3 (on (1, 1, 0)/√2), 1 (on (1, -1, 0)/√2), 0.5.
     rows, cols = np.array([0, 0, 1, 1, 2]), np.array([0, 1, 0, 1, 2])

@@ -67,7 +67,11 @@ def count_pairs(batches, num_items: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def ppmi(rows: np.ndarray, cols: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """max(0, log(c_ij · T / (r_i · r_j))) for each stored pair; T = Σ c, r_i = Σ_j c_ij."""
+    """max(0, log(c_ij · T / (r_i · r_j))) for each stored pair; T = Σ c, r_i = Σ_j c_ij.
+
+    On `count_pairs`' counts (symmetric, no diagonal) every item with a pair keeps a positive
+    value, so no such item gets a zero row: pmi_ij <= 0 for all j would sum to
+    r_i · T <= r_i · Σ_{j ~ i} r_j, yet Σ_{j ~ i} r_j <= T - r_i."""
     total = counts.sum()
     marginal = np.bincount(
         rows, weights=counts, minlength=int(max(rows.max(initial=0), cols.max(initial=0))) + 1
