@@ -41,7 +41,8 @@ ITEM_ONLY_SPEC = F.DatasetSpec(vocab_sizes={"item": 12}, next_n=3)
 
 def item_only(x):
     """`batch()`'s item, length and label tensors: a batch of ITEM_ONLY_SPEC."""
-    return {k: v for k, v in x.items() if k.endswith("item") or k in (F.LENGTH, F.LABEL)}
+    labels = (F.LENGTH, F.LABEL, F.LABEL_NEXT_N)
+    return {k: v for k, v in x.items() if k.endswith("item") or k in labels}
 
 
 def smoke(variant, *overrides):

@@ -24,12 +24,16 @@ from sdm_tf.model.layers import FeatureEmbeddings
 class _BaselineTower(tf.keras.Model):
     """Embeddings and the profile as SDM's `UserTower` has them."""
 
+    # Whether the tower reads the profile: a table no block reads gets no gradient, and
+    # Keras warns about it on every step.
+    reads_profile = True
+
     def __init__(self, dataset: F.DatasetSpec, cfg, dims: Mapping[str, int], **kwargs):
         super().__init__(**kwargs)
         self.dataset = dataset
         self.cfg = cfg
         self.item_features = list(dataset.item_features) if cfg.use_side_info else [F.ITEM]
-        self.profile_features = list(dataset.profile_features)
+        self.profile_features = list(dataset.profile_features) if self.reads_profile else []
         used = self.item_features + self.profile_features
         self.embeddings = FeatureEmbeddings(
             {f: dataset.vocab_sizes[f] for f in used}, {f: dims[f] for f in used}, name="embeddings"
@@ -90,6 +94,8 @@ class YouTubeDNNTower(_BaselineTower):
 
 class GRU4RecTower(_BaselineTower):
     """inputs -> [B, T, d]: a GRU over the session, its state at t projected to d."""
+
+    reads_profile = False
 
     def __init__(self, dataset: F.DatasetSpec, cfg, dims: Mapping[str, int], **kwargs):
         super().__init__(dataset, cfg, dims, **kwargs)

@@ -47,13 +47,17 @@ class UserTower(tf.keras.Model):
         self.dataset = dataset
         self.cfg = cfg
         self.item_features = list(dataset.item_features) if cfg.use_side_info else [F.ITEM]
-        self.profile_features = list(dataset.profile_features)
+        # The profile is e_u, which only the user attention and the long-term blocks read: a
+        # table or weight no block reads gets no gradient, and Keras warns on every step.
+        reads_user = self.uses_user_attention or cfg.use_long_term
+        self.profile_features = list(dataset.profile_features) if reads_user else []
         dims = feature_dims(dataset, cfg)
         used = self.item_features + self.profile_features
         self.embeddings = FeatureEmbeddings(
             {f: dataset.vocab_sizes[f] for f in used}, {f: dims[f] for f in used}, name="embeddings"
         )
-        if not self.profile_features:
+        self.default_user = None
+        if reads_user and not self.profile_features:
             # No profile: the user attention and the gate get a learned query instead.
             self.default_user = self.add_weight(
                 name="default_user", shape=(cfg.profile_dim,), initializer="glorot_uniform"
@@ -82,7 +86,7 @@ class UserTower(tf.keras.Model):
     def uses_user_attention(self) -> bool:
         """Eq. 10 needs a user to attend with: a profile, or `user_attention_without_profile`."""
         return self.cfg.use_user_attention and (
-            bool(self.profile_features) or self.cfg.user_attention_without_profile
+            bool(self.dataset.profile_features) or self.cfg.user_attention_without_profile
         )
 
     @property
@@ -106,7 +110,7 @@ class UserTower(tf.keras.Model):
     def user_embedding(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """e_u (eq. 4): [B, D_u]."""
         batch = tf.shape(inputs[F.LENGTH])[0]
-        if not self.profile_features:
+        if self.default_user is not None:
             # broadcast_to, not tile: tile's gradient transposes an int32 tensor, which makes
             # oneDNN print a notice on CPUs without AVX-512 (tests/test_model.py).
             return tf.broadcast_to(self.default_user, [batch, self.cfg.profile_dim])
@@ -136,7 +140,9 @@ class UserTower(tf.keras.Model):
         short_ids = {f: inputs[F.short_key(f)] for f in self.item_features}
         x = self.embeddings.concat(self.item_features, short_ids)  # eq. 3: [B, T, sum d_f]
         x = self.embedding_dropout(x, training=training)
-        e_u = self.user_embedding(inputs)
+        e_u = None  # read by the user attention and the long-term blocks only
+        if self.user_attention is not None or self.cfg.use_long_term:
+            e_u = self.user_embedding(inputs)
         if self.lstm is not None:
             h = self.lstm(x, length, training=training)  # eq. 5
         else:
