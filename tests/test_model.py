@@ -154,6 +154,14 @@ def test_the_training_step_transposes_floats_only(kind, profile):
     assert _transpose_dtypes(model, x) <= {"float32"}
 
 
+def _without_gradient(model, x) -> list[str]:
+    """The names of the trainable weights a training step's loss gives no gradient."""
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x, training=True)
+    grads = tape.gradient(loss, model.trainable_variables)
+    return [v.name for v, g in zip(model.trainable_variables, grads) if g is None]
+
+
 @pytest.mark.parametrize("variant", sorted(C.VARIANTS))
 @pytest.mark.parametrize("profile", [True, False])
 def test_every_weight_of_every_variant_gets_a_gradient(variant, profile):
@@ -161,10 +169,7 @@ def test_every_weight_of_every_variant_gets_a_gradient(variant, profile):
     # (SDMMA without a profile warned about the learned query it built and never read).
     spec, x = (SPEC, batch()) if profile else (ITEM_ONLY_SPEC, item_only(batch()))
     model = SDM(spec, smoke(variant, "model.next_n=" + ("3" if variant.endswith("-N") else "1")))
-    with tf.GradientTape() as tape:
-        loss = model.compute_loss(x, training=True)
-    grads = tape.gradient(loss, model.trainable_variables)
-    assert [v.name for v, g in zip(model.trainable_variables, grads) if g is None] == []
+    assert _without_gradient(model, x) == []
 
 
 @pytest.mark.parametrize("kind", sorted(C.MODEL_KINDS))
@@ -172,7 +177,4 @@ def test_every_weight_of_every_variant_gets_a_gradient(variant, profile):
 def test_every_weight_of_every_model_kind_gets_a_gradient(kind, profile):
     spec, x = (SPEC, batch()) if profile else (ITEM_ONLY_SPEC, item_only(batch()))
     model = SDM(spec, smoke("PSDMMAL", f"model.kind={kind}", "model.next_n=1"))
-    with tf.GradientTape() as tape:
-        loss = model.compute_loss(x, training=True)
-    grads = tape.gradient(loss, model.trainable_variables)
-    assert [v.name for v, g in zip(model.trainable_variables, grads) if g is None] == []
+    assert _without_gradient(model, x) == []

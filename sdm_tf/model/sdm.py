@@ -47,17 +47,15 @@ class UserTower(tf.keras.Model):
         self.dataset = dataset
         self.cfg = cfg
         self.item_features = list(dataset.item_features) if cfg.use_side_info else [F.ITEM]
-        # The profile is e_u, which only the user attention and the long-term blocks read: a
-        # table or weight no block reads gets no gradient, and Keras warns on every step.
-        reads_user = self.uses_user_attention or cfg.use_long_term
-        self.profile_features = list(dataset.profile_features) if reads_user else []
+        # A table or weight no block reads gets no gradient, and Keras warns on every step.
+        self.profile_features = list(dataset.profile_features) if self.reads_user else []
         dims = feature_dims(dataset, cfg)
         used = self.item_features + self.profile_features
         self.embeddings = FeatureEmbeddings(
             {f: dataset.vocab_sizes[f] for f in used}, {f: dims[f] for f in used}, name="embeddings"
         )
         self.default_user = None
-        if reads_user and not self.profile_features:
+        if self.reads_user and not self.profile_features:
             # No profile: the user attention and the gate get a learned query instead.
             self.default_user = self.add_weight(
                 name="default_user", shape=(cfg.profile_dim,), initializer="glorot_uniform"
@@ -88,6 +86,12 @@ class UserTower(tf.keras.Model):
         return self.cfg.use_user_attention and (
             bool(self.dataset.profile_features) or self.cfg.user_attention_without_profile
         )
+
+    @property
+    def reads_user(self) -> bool:
+        """Whether a block reads e_u (the profile, or the learned query): the user attention and
+        the long-term blocks do."""
+        return self.uses_user_attention or self.cfg.use_long_term
 
     @property
     def blocks(self) -> str:
@@ -140,9 +144,7 @@ class UserTower(tf.keras.Model):
         short_ids = {f: inputs[F.short_key(f)] for f in self.item_features}
         x = self.embeddings.concat(self.item_features, short_ids)  # eq. 3: [B, T, sum d_f]
         x = self.embedding_dropout(x, training=training)
-        e_u = None  # read by the user attention and the long-term blocks only
-        if self.user_attention is not None or self.cfg.use_long_term:
-            e_u = self.user_embedding(inputs)
+        e_u = self.user_embedding(inputs) if self.reads_user else None
         if self.lstm is not None:
             h = self.lstm(x, length, training=training)  # eq. 5
         else:
