@@ -19,14 +19,17 @@ Every flag after PROBE is `launch.bench_split`'s.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 
-import tensorflow as tf
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads
 
-from sdm_tf.model import baselines
-from sdm_tf.model.layers import self_attention
-from sdm_tf.model.layers.masking import causal_mask
+import tensorflow as tf  # noqa: E402
+
+from sdm_tf.model import baselines  # noqa: E402
+from sdm_tf.model.layers import self_attention  # noqa: E402
+from sdm_tf.model.layers.masking import causal_mask  # noqa: E402
 
 
 def _gru4rec(patch: Callable[[baselines.GRU4RecTower, object], None]):
