@@ -23,7 +23,8 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads, as sdm_tf does
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
