@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
-from sdm_tf.core.history_rules import frequent_first, recent_first
+from sdm_tf.core.history_rules import frequent_first, recent_first, with_head
 
 KS = (20, 50)
 
@@ -42,13 +42,6 @@ def model_first(history: Sequence[str], score: Mapping[str, float]) -> list[str]
 def recent_in_model_order(history: Sequence[str], score: Mapping[str, float], k: int) -> list[str]:
     """The k most recently seen distinct items ("first"'s head), the highest `score` first."""
     return by_score(recent_first(history)[:k], score)
-
-
-def with_head(head: Sequence[str], ranked: Sequence[str], k: int) -> list[str]:
-    """`head` (cut at k), then `ranked` without it: k items at most."""
-    head = list(head)[:k]
-    seen = set(head)
-    return head + [i for i in ranked if i not in seen][: k - len(head)]
 
 
 def head_lists(
@@ -79,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = training.restore(os.path.join(args.run, "model"))  # validation's best epoch
     vocab = load_item_vocab(data_dir)
     index = {item: c for c, item in enumerate(vocab)}
-    batches = V.ValidationSet(model, data_dir, k).batches
+    batches = list(predict.eval_batches(data_dir, model.dataset, V.BATCH))  # eval/, once
     users, truth, history = predict.example_ids(batches)
     vecs = predict.tower_vectors(model, batches)
     excluded = predict.rank_rules(model, vocab, vecs, history, k, kept=False)["excluded"]

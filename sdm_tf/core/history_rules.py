@@ -37,7 +37,12 @@ def history_first(
     users come back to what they saw (the Taobao sample's validation day: 59 % of the users click
     again an item of their history), which neither an item-to-item nor a user-vector score ranks
     on its own."""
-    head = HEAD_ORDERS[rule](history)[:k]
+    return with_head(HEAD_ORDERS[rule](history), ranked, k)
+
+
+def with_head(head: Sequence[str], ranked: Sequence[str], k: int) -> list[str]:
+    """`head` (cut at k), then `ranked` without it: k items at most."""
+    head = list(head)[:k]
     seen = set(head)
     return head + [i for i in ranked if i not in seen][: k - len(head)]
 
