@@ -9,7 +9,9 @@ default uses, each probe here patches one layer for the length of a run:
   user vector;
 - attention_pre_norm: SDM's self-attention normalises its input, not its output:
   x + MultiHead(LN(x)) in place of LN(x + MultiHead(x));
-- attention_no_norm: x + MultiHead(x), no layer norm.
+- attention_no_norm: x + MultiHead(x), no layer norm;
+- lstm_glorot: SDM's stacked LSTM with Keras's default input initialiser (Glorot uniform) in place
+  of the orthogonal one; the recurrent kernel stays orthogonal, as both have it.
 
     python benchmarks/tower_probes.py PROBE --split S --output_dir O --final_fit none [flags]
 
@@ -29,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 from sdm_tf.model import baselines  # noqa: E402
-from sdm_tf.model.layers import self_attention  # noqa: E402
+from sdm_tf.model.layers import self_attention, stacked_lstm  # noqa: E402
 from sdm_tf.model.layers.masking import causal_mask  # noqa: E402
 
 
@@ -64,11 +66,27 @@ def _attention(pre_norm: bool):
     return self_attention.CausalSelfAttention, "call", call
 
 
+def _lstm_glorot():
+    original = stacked_lstm.StackedLSTM.__init__
+
+    def init(self, units, num_layers=2, dropout=0.2, **kwargs):
+        original(self, units, num_layers, dropout, **kwargs)
+        self.cells = [
+            tf.keras.layers.LSTM(
+                units, return_sequences=True, recurrent_initializer="orthogonal", name=c.name
+            )
+            for c in self.cells
+        ]
+
+    return stacked_lstm.StackedLSTM, "__init__", init
+
+
 PROBES = {
     "gru4rec_lstm": lambda: _gru4rec(_lstm),
     "gru4rec_no_projection": lambda: _gru4rec(_no_projection),
     "attention_pre_norm": lambda: _attention(pre_norm=True),
     "attention_no_norm": lambda: _attention(pre_norm=False),
+    "lstm_glorot": _lstm_glorot,
 }
 
 

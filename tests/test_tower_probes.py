@@ -55,3 +55,21 @@ def test_unknown_probe_is_rejected():
     with pytest.raises(ValueError, match="probe must be one of"):
         with P.probe("nope"):
             pass
+
+
+def test_lstm_glorot_changes_the_input_initialiser_only():
+    def build():
+        model = SDM(SPEC, C.get_config("smoke", "PSDMMAL").model)
+        model.tower(batch(), training=False)
+        return model.tower.lstm
+
+    with P.probe("lstm_glorot"):
+        inside = build()
+    outside = build()
+    assert [c.name for c in inside.cells] == [c.name for c in outside.cells]
+    for probed, default in zip(inside.cells, outside.cells):
+        assert isinstance(probed.cell.kernel_initializer, tf.keras.initializers.GlorotUniform)
+        assert isinstance(default.cell.kernel_initializer, tf.keras.initializers.Orthogonal)
+        for cell in (probed, default):
+            assert isinstance(cell.cell.recurrent_initializer, tf.keras.initializers.Orthogonal)
+    assert len(inside.trainable_weights) == len(outside.trainable_weights)
